@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Builds (once, then from cache) every binary of the local test cluster:
+# Kubernetes control plane, etcd, KWOK, Helm. Usage: build.sh [component...]
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+export GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
+mkdir -p "$SMI_CACHE/src" "$SMI_CACHE/bin"
+build_marker=$(mktemp)
+trap 'rm -f "$build_marker"' EXIT
+# Progress of a go build: how many compiled packages went into the build cache.
+go_progress() {
+  local GOCACHE_DIR
+  GOCACHE_DIR=$(go env GOCACHE)
+  echo "$(find "$GOCACHE_DIR" -newer "$build_marker" -name '*-d' 2>/dev/null | wc -l) packages compiled"
+}
+
+# A throwaway module of our own that requires the upstream module, so that
+# `go build` of its commands resolves dependencies the way upstream pinned them.
+prepare_module() {
+  local dir=$1 req=$2 ver=$3
+  need_go # only now: a warm start with cached binaries needs no Go
+  mkdir -p "$dir"
+  if [ ! -f "$dir/go.sum" ] || ! grep -q "$req $ver" "$dir/go.mod" 2>/dev/null; then
+    rm -f "$dir/go.mod" "$dir/go.sum"
+    (cd "$dir" && go mod init "smistio.local/build" >/dev/null 2>&1 && go mod edit -require="$req@$ver")
+  fi
+}
+
+build_kubernetes() {
+  local v=$KUBERNETES_VERSION out
+  out=$(bin_dir kubernetes "$v")
+  if [ -x "$out/kube-apiserver" ] && [ -x "$out/kube-controller-manager" ] && [ -x "$out/kube-scheduler" ] && [ -x "$out/kubectl" ]; then
+    log "kubernetes $v: cached in $out"
+    return
+  fi
+  local src="$SMI_CACHE/src/kubernetes-$v" minor
+  minor=$(echo "$v" | cut -d. -f2)
+  prepare_module "$src" k8s.io/kubernetes "$v"
+  (cd "$src" && go mod download k8s.io/kubernetes)
+  # k8s.io/kubernetes requires its staging modules at v0.0.0; map each to the
+  # published v0.<minor>.<patch>, taking the list from upstream's own go.mod.
+  local gomod
+  gomod=$(cd "$src" && go mod download -json "k8s.io/kubernetes@$v" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  local staging rep=()
+  staging=$(awk '$2 == "v0.0.0" && $1 ~ /^k8s.io\// {print $1}' "$gomod")
+  for m in $staging; do rep+=("-replace=$m=$m@v0.${v#v1.}"); done
+  (cd "$src" && go mod edit "${rep[@]}")
+  local ld="-s -w"
+  ld+=" -X k8s.io/component-base/version.gitVersion=$v -X k8s.io/component-base/version.gitMajor=1"
+  ld+=" -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
+  ld+=" -X k8s.io/component-base/version.buildDate=1970-01-01T00:00:00Z"
+  ld+=" -X k8s.io/client-go/pkg/version.gitVersion=$v -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
+  # No `go mod tidy`: with no source file of ours it would drop the requirement.
+  with_progress "resolving kubernetes $v modules" bash -c "cd '$src' && go get k8s.io/kubernetes@$v && go list -deps k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl >/dev/null"
+  grep -q "k8s.io/kubernetes $v" "$src/go.mod" || die "kubernetes module resolved to another version than $v (see $src/go.mod)"
+  mkdir -p "$out.tmp"
+  touch "$build_marker"
+  progress_hint=go_progress with_progress "building kubernetes $v (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl; cold: ~15-25 min on 2 cores)" \
+    bash -c "cd '$src' && go build -trimpath -ldflags '$ld' -o '$out.tmp/' k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl"
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
+build_simple() {
+  # build_simple NAME MODULE VERSION PACKAGE BINARY [LDFLAGS]
+  local name=$1 mod=$2 v=$3 pkg=$4 binary=$5 ld=${6:-}
+  local out
+  out=$(bin_dir "$name" "$v")
+  if [ -x "$out/$binary" ]; then
+    log "$name $v: cached in $out"
+    return
+  fi
+  local src="$SMI_CACHE/src/$name-$v"
+  prepare_module "$src" "$mod" "$v"
+  with_progress "resolving $name $v modules" bash -c "cd '$src' && go mod download $mod && go get $pkg@$v >/dev/null 2>&1 || go get $pkg >/dev/null"
+  mkdir -p "$out.tmp"
+  touch "$build_marker"
+  progress_hint=go_progress with_progress "building $name $v" bash -c "cd '$src' && go build -trimpath -ldflags '-s -w $ld' -o '$out.tmp/$binary' $pkg"
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
+build_etcd() {
+  build_simple etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" go.etcd.io/etcd/server/v3 etcd
+}
+build_kwok() {
+  build_simple kwok sigs.k8s.io/kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok kwok \
+    "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
+}
+build_helm() {
+  build_simple helm helm.sh/helm/v3 "$HELM_VERSION" helm.sh/helm/v3/cmd/helm helm \
+    "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+}
+
+components=("$@")
+[ ${#components[@]} -gt 0 ] || components=(etcd kwok helm kubernetes)
+for c in "${components[@]}"; do
+  case "$c" in
+    kubernetes | etcd | kwok | helm) "build_$c" ;;
+    *) die "unknown component '$c' (known: kubernetes etcd kwok helm)" ;;
+  esac
+done

@@ -1,0 +1,296 @@
+#!/usr/bin/env bash
+# The local test cluster: a real Kubernetes control plane (etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler) built from Go modules, KWOK playing
+# the kubelets of fake worker nodes, a LoadBalancer IP controller, and the
+# chart/file mirror, all inside the network namespace $SMI_NETNS (loopback only).
+#
+#   cluster.sh start            build what is missing (cached), start a fresh cluster
+#   cluster.sh stop             stop every process of the cluster, remove the namespace
+#   cluster.sh status           what runs, API health, nodes
+#   cluster.sh exec -- CMD...   run CMD inside the namespace with KUBECONFIG set
+#   cluster.sh kubeconfig       print the kubeconfig path
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+NODES=${SMI_NODES:-2}
+API_PORT=6443
+ETCD_PORT=2379
+MIRROR_PORT=8879
+KUBECONFIG_PATH="$SMI_STATE/kubeconfig"
+PKI="$SMI_STATE/pki"
+K8S_BIN=$(bin_dir kubernetes "$KUBERNETES_VERSION")
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok lb-controller chart-mirror)
+
+in_ns() { ip netns exec "$SMI_NETNS" "$@"; }
+ns_exists() { ip netns list 2>/dev/null | awk '{print $1}' | grep -qx "$SMI_NETNS"; }
+kubectl_ns() { in_ns "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
+
+pid_alive() {
+  local f="$SMI_STATE/run/$1.pid"
+  [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null
+}
+
+api_ready() {
+  in_ns curl -sf --max-time 2 --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
+    "https://127.0.0.1:$API_PORT/readyz" >/dev/null 2>&1
+}
+
+# wait_for DESCRIPTION TIMEOUT_S LOGFILE COMMAND...: poll, report every 10 s,
+# and on timeout show the end of the component's log.
+wait_for() {
+  local what=$1 timeout=$2 logfile=$3
+  shift 3
+  local start=$SECONDS next=$((SECONDS + 10))
+  until "$@"; do
+    if ((SECONDS - start >= timeout)); then
+      [ -n "$logfile" ] && [ -f "$logfile" ] && { echo "--- last lines of $logfile:" >&2; tail -n 25 "$logfile" >&2; }
+      die "timed out after ${timeout}s waiting for $what"
+    fi
+    if ((SECONDS >= next)); then
+      log "  waiting for $what ($((SECONDS - start)) s)"
+      next=$((SECONDS + 10))
+    fi
+    sleep 0.5
+  done
+}
+
+# launch NAME COMMAND...: start a component in the namespace, in the background.
+launch() {
+  local name=$1
+  shift
+  in_ns setsid "$@" >"$SMI_STATE/logs/$name.log" 2>&1 </dev/null &
+  echo $! >"$SMI_STATE/run/$name.pid"
+}
+
+gen_cert() {
+  # gen_cert NAME SUBJECT [SANS]: an ECDSA key and a certificate signed by the test CA.
+  local name=$1 subj=$2 sans=${3:-}
+  local ext=(-addext "basicConstraints=critical,CA:FALSE" -addext "keyUsage=critical,digitalSignature,keyEncipherment")
+  [ -n "$sans" ] && ext+=(-addext "subjectAltName=$sans")
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "$subj" \
+    -keyout "$PKI/$name.key" -out "$PKI/$name.csr" "${ext[@]}" 2>/dev/null
+  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
+    -days 365 -copy_extensions copy -out "$PKI/$name.crt" 2>/dev/null
+  rm -f "$PKI/$name.csr"
+}
+
+write_kubeconfig() {
+  # write_kubeconfig FILE CERTNAME
+  cat >"$1" <<KCFG
+apiVersion: v1
+kind: Config
+clusters:
+- name: smistio
+  cluster:
+    server: https://127.0.0.1:$API_PORT
+    certificate-authority: $PKI/ca.crt
+users:
+- name: $2
+  user:
+    client-certificate: $PKI/$2.crt
+    client-key: $PKI/$2.key
+contexts:
+- name: smistio
+  context:
+    cluster: smistio
+    user: $2
+current-context: smistio
+KCFG
+  chmod 600 "$1"
+}
+
+make_pki() {
+  mkdir -p "$PKI"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+    -subj "/CN=smistio-test-cluster-ca" -keyout "$PKI/ca.key" -out "$PKI/ca.crt" 2>/dev/null
+  gen_cert apiserver "/CN=kube-apiserver" \
+    "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+  gen_cert admin "/O=system:masters/CN=smistio-admin"
+  gen_cert controller-manager "/CN=system:kube-controller-manager"
+  gen_cert scheduler "/CN=system:kube-scheduler"
+  gen_cert kwok "/O=system:masters/CN=kwok-controller"
+  openssl ecparam -name prime256v1 -genkey -noout -out "$PKI/sa.key" 2>/dev/null
+  openssl ec -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
+  write_kubeconfig "$KUBECONFIG_PATH" admin
+  write_kubeconfig "$SMI_STATE/controller-manager.kubeconfig" controller-manager
+  write_kubeconfig "$SMI_STATE/scheduler.kubeconfig" scheduler
+  write_kubeconfig "$SMI_STATE/kwok.kubeconfig" kwok
+}
+
+preflight() {
+  need_root
+  command -v ip >/dev/null || die "the 'ip' command (iproute2) is missing; install it with: apt-get install iproute2"
+  command -v openssl >/dev/null || die "openssl is missing; install it with: apt-get install openssl"
+  command -v curl >/dev/null || die "curl is missing; install it with: apt-get install curl"
+  [ -x "$REPO_ROOT/.venv/bin/python" ] || die "the Python tool chain is missing; run hack/setup.sh first (or make setup)"
+}
+
+cmd_start() {
+  preflight
+  local t0=$SECONDS
+  if ns_exists; then
+    if api_ready && pid_alive kube-apiserver; then
+      log "the test cluster is already running (hack/testcluster/cluster.sh status for details)"
+      return 0
+    fi
+    die "stale cluster state: network namespace '$SMI_NETNS' exists but the cluster in it is not healthy; clean it up with: hack/testcluster/cluster.sh stop"
+  fi
+  bash "$TC_DIR/build.sh"
+  bash "$TC_DIR/mirror.sh"
+
+  rm -rf "$SMI_STATE"
+  mkdir -p "$SMI_STATE/logs" "$SMI_STATE/run" "$SMI_STATE/bin"
+  ln -sf "$K8S_BIN/kubectl" "$SMI_STATE/bin/kubectl"
+  ln -sf "$(bin_dir helm "$HELM_VERSION")/helm" "$SMI_STATE/bin/helm"
+  make_pki
+
+  ip netns add "$SMI_NETNS" || die "could not create network namespace '$SMI_NETNS'"
+  in_ns ip link set lo up
+  log "network namespace '$SMI_NETNS' created (loopback only: $(in_ns ip -brief addr | awk '{print $1}' | tr '\n' ' '))"
+
+  launch etcd "$(bin_dir etcd "$ETCD_VERSION")/etcd" --name smistio --data-dir "$SMI_STATE/etcd" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+    --initial-cluster smistio=http://127.0.0.1:2380 --listen-metrics-urls http://127.0.0.1:2381 \
+    --quota-backend-bytes 2147483648 --unsafe-no-fsync --log-level warn
+  wait_for "etcd" 30 "$SMI_STATE/logs/etcd.log" in_ns curl -sf -o /dev/null --max-time 2 "http://127.0.0.1:$ETCD_PORT/health"
+
+  launch kube-apiserver "$K8S_BIN/kube-apiserver" \
+    --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" \
+    --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
+    --client-ca-file "$PKI/ca.crt" \
+    --service-account-issuer https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
+    --service-cluster-ip-range 10.96.0.0/16 \
+    --authorization-mode Node,RBAC --allow-privileged=true \
+    --enable-admission-plugins NodeRestriction \
+    --profiling=false --v=1
+  wait_for "kube-apiserver /readyz" 90 "$SMI_STATE/logs/kube-apiserver.log" api_ready
+
+  launch kube-controller-manager "$K8S_BIN/kube-controller-manager" \
+    --kubeconfig "$SMI_STATE/controller-manager.kubeconfig" \
+    --authentication-kubeconfig "$SMI_STATE/controller-manager.kubeconfig" \
+    --authorization-kubeconfig "$SMI_STATE/controller-manager.kubeconfig" \
+    --bind-address 127.0.0.1 --secure-port 10257 --leader-elect=false \
+    --service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
+    --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
+    --use-service-account-credentials=true --allocate-node-cidrs=false --profiling=false --v=1
+  launch kube-scheduler "$K8S_BIN/kube-scheduler" \
+    --kubeconfig "$SMI_STATE/scheduler.kubeconfig" \
+    --authentication-kubeconfig "$SMI_STATE/scheduler.kubeconfig" \
+    --authorization-kubeconfig "$SMI_STATE/scheduler.kubeconfig" \
+    --bind-address 127.0.0.1 --secure-port 10259 --leader-elect=false --profiling=false --v=1
+  launch kwok "$(bin_dir kwok "$KWOK_VERSION")/kwok" --kubeconfig "$SMI_STATE/kwok.kubeconfig" \
+    --manage-all-nodes=true --config "$TC_DIR/kwok-stages.yaml" --server-address 127.0.0.1:10247 \
+    --cidr 10.244.0.1/16 --node-ip 10.250.0.1
+  launch lb-controller "$REPO_ROOT/.venv/bin/python" -u "$TC_DIR/lb_controller.py" "$KUBECONFIG_PATH"
+  launch chart-mirror "$REPO_ROOT/.venv/bin/python" -m http.server "$MIRROR_PORT" --bind 127.0.0.1 \
+    --directory "$(readlink -f "$SMI_CACHE/mirror")"
+
+  local i nodes=""
+  for i in $(seq 1 "$NODES"); do
+    nodes+="---
+apiVersion: v1
+kind: Node
+metadata:
+  name: kwok-worker-$i
+  annotations:
+    kwok.x-k8s.io/node: fake
+    node.alpha.kubernetes.io/ttl: \"0\"
+  labels:
+    kubernetes.io/hostname: kwok-worker-$i
+    kubernetes.io/os: linux
+    kubernetes.io/arch: amd64
+    node-role.kubernetes.io/worker: \"\"
+    type: kwok
+"
+  done
+  echo "$nodes" | kubectl_ns apply -f - >/dev/null
+  nodes_ready() { [ "$(kubectl_ns get nodes --no-headers 2>/dev/null | awk '$2 == "Ready"' | wc -l)" -ge "$NODES" ]; }
+  wait_for "$NODES Ready nodes" 60 "$SMI_STATE/logs/kwok.log" nodes_ready
+  default_sa() { kubectl_ns -n default get serviceaccount default >/dev/null 2>&1; }
+  wait_for "the default ServiceAccount (controller-manager up)" 60 "$SMI_STATE/logs/kube-controller-manager.log" default_sa
+  mirror_up() { in_ns curl -sf --max-time 2 "http://127.0.0.1:$MIRROR_PORT/charts/index.yaml" >/dev/null; }
+  wait_for "the chart mirror" 20 "$SMI_STATE/logs/chart-mirror.log" mirror_up
+  log "test cluster up in $((SECONDS - t0)) s: Kubernetes $("$K8S_BIN/kubectl" version --client -o json 2>/dev/null | sed -n 's/.*"gitVersion": "\(.*\)".*/\1/p' | head -1), $NODES nodes, charts at http://127.0.0.1:$MIRROR_PORT/charts"
+  log "kubeconfig: $KUBECONFIG_PATH (use it inside the namespace: hack/testcluster/cluster.sh exec -- kubectl get nodes)"
+}
+
+cmd_stop() {
+  need_root
+  local pids
+  if ns_exists; then
+    pids=$(ip netns pids "$SMI_NETNS" 2>/dev/null || true)
+    if [ -n "$pids" ]; then
+      log "stopping $(echo "$pids" | wc -w) processes in namespace '$SMI_NETNS'"
+      # shellcheck disable=SC2086
+      kill -TERM $pids 2>/dev/null || true
+      local i
+      for i in $(seq 1 20); do
+        pids=$(ip netns pids "$SMI_NETNS" 2>/dev/null || true)
+        [ -z "$pids" ] && break
+        sleep 0.5
+      done
+      # shellcheck disable=SC2086
+      [ -n "$pids" ] && kill -KILL $pids 2>/dev/null || true
+      sleep 0.5
+    fi
+    pids=$(ip netns pids "$SMI_NETNS" 2>/dev/null || true)
+    [ -z "$pids" ] || die "processes still running in namespace '$SMI_NETNS': $pids"
+    ip netns del "$SMI_NETNS"
+    log "test cluster stopped; namespace '$SMI_NETNS' removed"
+  else
+    log "the test cluster is not running"
+  fi
+  # Components started outside the namespace by an older run (none expected).
+  if [ -d "$SMI_STATE/run" ]; then
+    local f
+    for f in "$SMI_STATE"/run/*.pid; do
+      [ -f "$f" ] || continue
+      kill -0 "$(cat "$f")" 2>/dev/null && kill -KILL "$(cat "$f")" 2>/dev/null
+      rm -f "$f"
+    done
+  fi
+  return 0
+}
+
+cmd_status() {
+  need_root
+  if ! ns_exists; then
+    echo "stopped (no network namespace '$SMI_NETNS')"
+    return 3
+  fi
+  local c rc=0
+  for c in "${COMPONENTS[@]}"; do
+    if pid_alive "$c"; then printf '%-24s running (pid %s)\n' "$c" "$(cat "$SMI_STATE/run/$c.pid")"; else
+      printf '%-24s NOT RUNNING (log: %s)\n' "$c" "$SMI_STATE/logs/$c.log"
+      rc=1
+    fi
+  done
+  if api_ready; then echo "API server: ready at https://127.0.0.1:$API_PORT"; else
+    echo "API server: NOT READY"
+    rc=1
+  fi
+  kubectl_ns get nodes 2>/dev/null || true
+  echo "kubeconfig: $KUBECONFIG_PATH"
+  return $rc
+}
+
+cmd_exec() {
+  need_root
+  ns_exists || die "the test cluster is not running; start it with: hack/testcluster/cluster.sh start"
+  [ "${1:-}" = "--" ] && shift
+  [ $# -gt 0 ] || die "usage: cluster.sh exec -- COMMAND [ARGS...]"
+  in_ns env KUBECONFIG="$KUBECONFIG_PATH" SMI_KUBECONFIG="$KUBECONFIG_PATH" \
+    SMI_CHART_REPO="http://127.0.0.1:$MIRROR_PORT/charts" SMI_FILE_MIRROR="http://127.0.0.1:$MIRROR_PORT" \
+    PATH="$SMI_STATE/bin:$PATH" "$@"
+}
+
+case "${1:-}" in
+  start) cmd_start ;;
+  stop) cmd_stop ;;
+  status) cmd_status ;;
+  exec) shift; cmd_exec "$@" ;;
+  kubeconfig) echo "$KUBECONFIG_PATH" ;;
+  *) echo "usage: $0 {start|stop|status|exec -- CMD...|kubeconfig}" >&2; exit 2 ;;
+esac

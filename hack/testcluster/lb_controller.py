@@ -1,0 +1,94 @@
+"""Give LoadBalancer Services an external IP, as a cloud provider would.
+
+Part of the local test cluster (there is no cloud here). It watches Services
+and, for each of type LoadBalancer with no address yet, writes
+``status.loadBalancer.ingress``: the requested ``spec.loadBalancerIP`` when set
+(the way E2E's reserved IPs are asked for), else the next free address of a
+pool in 127.0.100.0/24. Loopback addresses are local inside the cluster's
+network namespace, so a test can serve on the address it was given.
+
+A Service annotated ``smistio.test/lb-pending: "true"`` is left without an
+address, to test what the roles do when the cloud gives none.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+import time
+
+from kubernetes import client, config, watch
+
+POOL = [str(ip) for ip in ipaddress.ip_network("127.0.100.0/24").hosts()]
+PENDING_ANNOTATION = "smistio.test/lb-pending"
+
+
+def log(msg: str) -> None:
+    print(time.strftime("%H:%M:%S"), msg, flush=True)
+
+
+def assigned_ips(svc) -> list[str]:
+    ingress = (svc.status.load_balancer and svc.status.load_balancer.ingress) or []
+    return [i.ip for i in ingress if i.ip]
+
+
+def main() -> int:
+    config.load_kube_config(config_file=sys.argv[1])
+    core = client.CoreV1Api()
+    used: dict[str, str] = {}  # ip -> namespace/name
+    while True:
+        try:
+            services = core.list_service_for_all_namespaces()
+            for svc in services.items:
+                for ip in assigned_ips(svc):
+                    used[ip] = f"{svc.metadata.namespace}/{svc.metadata.name}"
+            stream = watch.Watch().stream(
+                core.list_service_for_all_namespaces,
+                resource_version=services.metadata.resource_version,
+                timeout_seconds=300,
+            )
+            for event in stream:
+                svc = event["object"]
+                key = f"{svc.metadata.namespace}/{svc.metadata.name}"
+                if event["type"] == "DELETED":
+                    for ip in [ip for ip, owner in used.items() if owner == key]:
+                        del used[ip]
+                    continue
+                annotations = svc.metadata.annotations or {}
+                if svc.spec.type != "LoadBalancer":
+                    if assigned_ips(svc):
+                        # Type changed away from LoadBalancer: release the address.
+                        for ip in [ip for ip, owner in used.items() if owner == key]:
+                            del used[ip]
+                        core.patch_namespaced_service_status(
+                            svc.metadata.name, svc.metadata.namespace,
+                            {"status": {"loadBalancer": {"ingress": None}}},
+                        )
+                    continue
+                if assigned_ips(svc) or annotations.get(PENDING_ANNOTATION) == "true":
+                    continue
+                wanted = svc.spec.load_balancer_ip
+                if wanted:
+                    if used.get(wanted, key) != key:
+                        log(f"{key}: loadBalancerIP {wanted} already used by {used[wanted]}, not assigned")
+                        continue
+                    ip = wanted
+                else:
+                    free = [ip for ip in POOL if ip not in used]
+                    if not free:
+                        log(f"{key}: address pool exhausted")
+                        continue
+                    ip = free[0]
+                used[ip] = key
+                core.patch_namespaced_service_status(
+                    svc.metadata.name, svc.metadata.namespace,
+                    {"status": {"loadBalancer": {"ingress": [{"ip": ip, "ipMode": "VIP"}]}}},
+                )
+                log(f"{key}: assigned {ip}")
+        except Exception as exc:  # keep serving through API restarts
+            log(f"watch interrupted: {exc}; retrying in 2 s")
+            time.sleep(2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""Fixtures for tests against the local test cluster.
+
+These tests run inside the cluster's network namespace
+(``hack/testcluster/cluster.sh exec -- .venv/bin/pytest ...``), so the only
+reachable addresses are loopback ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CACHE = Path(os.environ.get("SMI_CACHE", "/var/cache/servicemesh-istio"))
+MIRROR = CACHE / "mirror"
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for line in (REPO_ROOT / "hack/testcluster/versions.env").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            out[key] = value.strip('"')
+    return out
+
+
+VERSIONS = _versions()
+ISTIO_VERSION = VERSIONS["ISTIO_DEFAULT_SNAPSHOT"]
+CERT_MANAGER_VERSION = VERSIONS["CERT_MANAGER_VERSION"]
+CHART_REPO = os.environ.get("SMI_CHART_REPO", "http://127.0.0.1:8879/charts")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(Path(__file__).parent):
+            item.add_marker(pytest.mark.cluster)
+
+
+@dataclass
+class PlaybookRun:
+    """The outcome of one ansible-playbook run (json callback)."""
+
+    rc: int
+    stats: dict
+    plays: list
+    stderr: str
+    raw: str = field(repr=False, default="")
+
+    def total(self, key: str) -> int:
+        return sum(host.get(key, 0) for host in self.stats.values())
+
+    @property
+    def changed(self) -> int:
+        return self.total("changed")
+
+    @property
+    def failed(self) -> int:
+        return self.total("failures") + self.total("unreachable")
+
+    def task_results(self):
+        """(task name, host, result) for every task result, in order."""
+        for play in self.plays:
+            for task in play.get("tasks", []):
+                for host, result in task.get("hosts", {}).items():
+                    yield task["task"]["name"], host, result
+
+    def failures(self) -> list[str]:
+        return [
+            f"{name}: {result.get('msg', result)}"
+            for name, _host, result in self.task_results()
+            if result.get("failed") and not result.get("ignore_errors")
+        ]
+
+    def changed_tasks(self) -> list[str]:
+        return [name for name, _host, result in self.task_results() if result.get("changed")]
+
+    def explain(self) -> str:
+        return (
+            f"rc={self.rc} stats={json.dumps(self.stats)}\nfailures: {self.failures()}\n"
+            f"changed: {self.changed_tasks()}\nstderr: {self.stderr[-3000:]}"
+        )
+
+
+def run_playbook(playbook, *args: str, extra_vars: dict | None = None, inventory: str | None = None) -> PlaybookRun:
+    """Run a playbook with the json callback and return what happened."""
+    env = dict(os.environ)
+    env.update(
+        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
+        ANSIBLE_COLLECTIONS_PATH=str(REPO_ROOT / ".collections"),
+        ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_DEPRECATION_WARNINGS="0",
+    )
+    cmd = [str(REPO_ROOT / ".venv/bin/ansible-playbook"), "-i", inventory or str(REPO_ROOT / "inventories/local")]
+    vars_file = None
+    if extra_vars:
+        vars_file = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
+        json.dump(extra_vars, vars_file)
+        vars_file.close()
+        cmd += ["-e", f"@{vars_file.name}"]
+    cmd += [*args, str(playbook)]
+    try:
+        proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1200, check=False)
+    finally:
+        if vars_file:
+            os.unlink(vars_file.name)
+    try:
+        doc = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        doc = {"stats": {}, "plays": []}
+    return PlaybookRun(proc.returncode, doc.get("stats", {}), doc.get("plays", []), proc.stderr, proc.stdout)
+
+
+@pytest.fixture(scope="session")
+def k8s(kubeconfig):
+    """A kubernetes ApiClient for the test cluster."""
+    from kubernetes import client, config
+
+    return config.new_client_from_config(config_file=kubeconfig)
+
+
+@pytest.fixture
+def namespace(k8s):
+    """A fresh namespace, deleted after the test."""
+    from kubernetes import client
+
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(k8s)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield name
+    core.delete_namespace(name)
+
+
+def kubectl(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["kubectl", *args], input=stdin, capture_output=True, text=True, check=False, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def cert_manager_crds(kubeconfig):
+    """Install cert-manager's CRDs, rendered from its pinned chart in the mirror."""
+    chart = MIRROR / "charts" / f"cert-manager-{CERT_MANAGER_VERSION}.tgz"
+    assert chart.is_file(), f"{chart} is missing: run hack/testcluster/mirror.sh"
+    rendered = subprocess.run(
+        ["helm", "template", "cert-manager", str(chart), "--set", "crds.enabled=true",
+         *[arg for name in ("certificates", "certificaterequests", "issuers", "clusterissuers")
+           for arg in ("--show-only", f"templates/crd-cert-manager.io_{name}.yaml")],
+         "--show-only", "templates/crd-acme.cert-manager.io_orders.yaml",
+         "--show-only", "templates/crd-acme.cert-manager.io_challenges.yaml"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    applied = kubectl("apply", "--server-side", "--field-manager=smistio-tests", "-f", "-", stdin=rendered)
+    assert applied.returncode == 0, applied.stderr
+    waited = kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                     "crd/certificates.cert-manager.io", "crd/clusterissuers.cert-manager.io",
+                     "crd/certificaterequests.cert-manager.io", "crd/orders.acme.cert-manager.io",
+                     "crd/challenges.acme.cert-manager.io", "crd/issuers.cert-manager.io")
+    assert waited.returncode == 0, waited.stderr

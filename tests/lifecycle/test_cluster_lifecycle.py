@@ -1,0 +1,102 @@
+"""Issue 2: the test cluster's own life cycle and its error messages.
+
+Runs outside any network namespace (it creates its own, `smistio-lc`, with
+its own state directory) and needs the binaries that `cluster.sh start`
+built and cached; the main test cluster may run at the same time.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CLUSTER = REPO_ROOT / "hack/testcluster/cluster.sh"
+BUILD = REPO_ROOT / "hack/testcluster/build.sh"
+NETNS = "smistio-lc"
+
+
+@pytest.fixture
+def lc_env(tmp_path):
+    env = dict(os.environ, SMI_NETNS=NETNS, SMI_STATE=str(tmp_path / "state"))
+    yield env
+    subprocess.run(["bash", str(CLUSTER), "stop"], env=env, capture_output=True, check=False)
+
+
+def sh(*args, env=None, timeout=300):
+    return subprocess.run(["bash", *map(str, args)], env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def netns_exists(name):
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    return name in [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def processes_using(path: str) -> list[str]:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if path in line and "pytest" not in line]
+
+
+def test_warm_start_status_stop_leaves_nothing(lc_env):
+    start = time.monotonic()
+    started = sh(CLUSTER, "start", env=lc_env)
+    warm_start_s = time.monotonic() - start
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert "test cluster up" in started.stdout
+    print(f"warm start: {warm_start_s:.1f} s")
+    assert warm_start_s < 60, f"warm start took {warm_start_s:.1f} s"
+
+    status = sh(CLUSTER, "status", env=lc_env)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "API server: ready" in status.stdout and status.stdout.count(" Ready ") >= 2
+
+    again = sh(CLUSTER, "start", env=lc_env)
+    assert again.returncode == 0 and "already running" in again.stdout
+
+    assert processes_using(lc_env["SMI_STATE"]), "no process of the cluster found while it runs"
+    stopped = sh(CLUSTER, "stop", env=lc_env)
+    assert stopped.returncode == 0, stopped.stderr
+    assert not netns_exists(NETNS)
+    assert processes_using(lc_env["SMI_STATE"]) == []
+    status = sh(CLUSTER, "status", env=lc_env)
+    assert status.returncode == 3 and "stopped" in status.stdout
+
+
+def test_stale_state_is_refused_with_the_fix(lc_env):
+    subprocess.run(["ip", "netns", "add", NETNS], check=True)
+    started = sh(CLUSTER, "start", env=lc_env)
+    assert started.returncode != 0
+    assert "stale cluster state" in started.stderr and "cluster.sh stop" in started.stderr
+    assert "Traceback" not in started.stderr
+    assert sh(CLUSTER, "stop", env=lc_env).returncode == 0
+    assert not netns_exists(NETNS)
+
+
+def test_not_root_is_refused_with_the_fix(lc_env):
+    proc = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "bash", str(CLUSTER), "start"],
+        env=lc_env, capture_output=True, text=True, check=False, timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "needs root" in proc.stderr and "sudo" in proc.stderr
+    assert not netns_exists(NETNS)
+
+
+def test_missing_go_is_refused_with_the_fix(tmp_path):
+    # An empty cache forces a build; a PATH without Go makes it impossible.
+    env = dict(os.environ, SMI_CACHE=str(tmp_path / "cache"), PATH="/usr/sbin:/usr/bin:/sbin:/bin")
+    assert shutil.which("go", path=env["PATH"]) is None
+    proc = sh(BUILD, "etcd", env=env, timeout=60)
+    assert proc.returncode != 0
+    assert "Go is not installed" in proc.stderr and "install Go" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_unknown_component_is_refused():
+    proc = sh(BUILD, "minikube", timeout=60)
+    assert proc.returncode != 0 and "unknown component 'minikube'" in proc.stderr
