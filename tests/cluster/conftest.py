@@ -150,6 +150,7 @@ def cert_manager_crds(kubeconfig):
     assert chart.is_file(), f"{chart} is missing: run hack/testcluster/mirror.sh"
     rendered = subprocess.run(
         ["helm", "template", "cert-manager", str(chart), "--set", "crds.enabled=true",
+         "--kube-version", VERSIONS["KUBERNETES_VERSION"],
          *[arg for name in ("certificates", "certificaterequests", "issuers", "clusterissuers")
            for arg in ("--show-only", f"templates/crd-cert-manager.io_{name}.yaml")],
          "--show-only", "templates/crd-acme.cert-manager.io_orders.yaml",

@@ -1,0 +1,97 @@
+# Copyright (c) 2026 servicemesh.istio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# PRIVATE module_utils: used only by the modules of servicemesh.istio. It is not
+# part of the collection's public API and may change without notice.
+"""Wait-until loop with capped exponential back-off on a monotonic clock."""
+
+from __future__ import annotations
+
+import time
+
+
+class Backoff:
+    """Delays between attempts: ``initial * factor ** n``, capped at ``maximum``.
+
+    ``Backoff(1, 2, 10)`` gives 1, 2, 4, 8, 10, 10, ...
+    """
+
+    def __init__(self, initial=1.0, factor=2.0, maximum=10.0):
+        if initial <= 0:
+            raise ValueError('initial delay must be positive, got %r' % (initial,))
+        if factor < 1:
+            raise ValueError('back-off factor must be at least 1, got %r' % (factor,))
+        if maximum < initial:
+            raise ValueError('maximum delay %r is smaller than the initial delay %r' % (maximum, initial))
+        self.initial = float(initial)
+        self.factor = float(factor)
+        self.maximum = float(maximum)
+
+    def delay(self, attempt):
+        """Delay after attempt number ``attempt`` (0-based)."""
+        if attempt < 0:
+            raise ValueError('attempt must be >= 0')
+        # Avoid float overflow for very large attempt numbers.
+        value = self.initial
+        for dummy in range(attempt):
+            value *= self.factor
+            if value >= self.maximum:
+                return self.maximum
+        return min(value, self.maximum)
+
+    def delays(self, count):
+        return [self.delay(i) for i in range(count)]
+
+
+def next_sleep(backoff, attempt, remaining):
+    """How long to sleep after ``attempt`` when ``remaining`` seconds are left.
+
+    Never sleeps past the deadline, so that the last attempt happens at the
+    deadline rather than after it. Returns 0 when no time is left.
+    """
+    if remaining is None:
+        return backoff.delay(attempt)
+    return max(0.0, min(backoff.delay(attempt), remaining))
+
+
+class WaitOutcome:
+    """What :func:`wait_until` found."""
+
+    def __init__(self, success, result, attempts, elapsed, timed_out, aborted):
+        self.success = success
+        self.result = result
+        self.attempts = attempts
+        self.elapsed = elapsed
+        self.timed_out = timed_out
+        self.aborted = aborted
+
+
+def wait_until(check, timeout, backoff, clock=time.monotonic, sleep=time.sleep):
+    """Call ``check(remaining)`` until it reports success, a fatal error or the timeout.
+
+    ``check`` receives the seconds left before the deadline (``None`` when
+    there is no timeout) so that it can bound its own network timeouts, and
+    returns ``(status, result)`` with status ``'ok'``, ``'retry'`` or
+    ``'fatal'``. The loop always makes at least one attempt, and the last
+    attempt happens at the deadline at the latest.
+    """
+    start = clock()
+    deadline = None if timeout is None else start + timeout
+    attempt = 0
+    while True:
+        remaining = None if deadline is None else max(0.0, deadline - clock())
+        status, result = check(remaining)
+        attempt += 1
+        now = clock()
+        if status == 'ok':
+            return WaitOutcome(True, result, attempt, now - start, False, False)
+        if status == 'fatal':
+            return WaitOutcome(False, result, attempt, now - start, False, True)
+        if status != 'retry':
+            raise ValueError('check returned unknown status %r' % (status,))
+        if deadline is not None and now >= deadline:
+            return WaitOutcome(False, result, attempt, now - start, True, False)
+        remaining = None if deadline is None else deadline - now
+        pause = next_sleep(backoff, attempt - 1, remaining)
+        if pause > 0:
+            sleep(pause)
