@@ -16,8 +16,8 @@ die() { echo "ERROR: $*" >&2; exit 1; }
 # --- Debian packages --------------------------------------------------------
 # iproute2: network namespace; openssl: cluster certificates; dnsmasq and
 # knot: DNS servers for the module tests; rsync: copying the collection for
-# ansible-test.
-apt_pkgs=(iproute2 openssl dnsmasq-base knot knot-dnsutils rsync)
+# ansible-test; shellcheck: ansible-test's shell script check.
+apt_pkgs=(iproute2 openssl dnsmasq-base knot knot-dnsutils rsync shellcheck curl)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

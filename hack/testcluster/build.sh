@@ -4,6 +4,12 @@
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
 mkdir -p "$SMI_CACHE/src" "$SMI_CACHE/bin"
+# One build at a time: a second caller waits here, then finds the binaries cached.
+exec 9>"$SMI_CACHE/build.lock"
+if ! flock -n 9; then
+  log "another build is running; waiting for it to finish"
+  flock 9
+fi
 build_marker=$(mktemp)
 trap 'rm -f "$build_marker"' EXIT
 # Progress of a go build: how many compiled packages went into the build cache.
@@ -89,11 +95,23 @@ build_helm() {
     "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
 }
 
+# istiod (pilot-discovery) of the default Istio snapshot, run on the host so
+# that the sidecar injection webhook is the real one (see docs/testing.md).
+build_istiod() {
+  local pair pseudo=""
+  for pair in $ISTIO_SNAPSHOTS; do
+    [ "${pair%%=*}" = "$ISTIO_DEFAULT_SNAPSHOT" ] && pseudo=${pair#*=}
+  done
+  [ -n "$pseudo" ] || die "ISTIO_DEFAULT_SNAPSHOT $ISTIO_DEFAULT_SNAPSHOT is not in ISTIO_SNAPSHOTS (versions.env)"
+  build_simple istiod istio.io/istio "$pseudo" istio.io/istio/pilot/cmd/pilot-discovery pilot-discovery \
+    "-X istio.io/istio/pkg/version.buildVersion=$ISTIO_DEFAULT_SNAPSHOT -X istio.io/istio/pkg/version.buildStatus=Clean"
+}
+
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(etcd kwok helm kubernetes)
+[ ${#components[@]} -gt 0 ] || components=(etcd kwok helm kubernetes istiod)
 for c in "${components[@]}"; do
   case "$c" in
-    kubernetes | etcd | kwok | helm) "build_$c" ;;
-    *) die "unknown component '$c' (known: kubernetes etcd kwok helm)" ;;
+    kubernetes | etcd | kwok | helm | istiod) "build_$c" ;;
+    *) die "unknown component '$c' (known: kubernetes etcd kwok helm istiod)" ;;
   esac
 done

@@ -18,7 +18,11 @@ MIRROR_PORT=8879
 KUBECONFIG_PATH="$SMI_STATE/kubeconfig"
 PKI="$SMI_STATE/pki"
 K8S_BIN=$(bin_dir kubernetes "$KUBERNETES_VERSION")
-COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok lb-controller chart-mirror)
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok lb-controller istiod-runner chart-mirror)
+# The interface that holds the ClusterIPs (as /32) of the istiod Services that
+# istiod_runner.py serves on: the namespace's loopback (this kernel may have no
+# dummy driver; an address on lo is local by construction and adds no route).
+SERVICE_IP_IF=lo
 
 in_ns() { ip netns exec "$SMI_NETNS" "$@"; }
 ns_exists() { ip netns list 2>/dev/null | awk '{print $1}' | grep -qx "$SMI_NETNS"; }
@@ -181,9 +185,11 @@ cmd_start() {
     --authorization-kubeconfig "$SMI_STATE/scheduler.kubeconfig" \
     --bind-address 127.0.0.1 --secure-port 10259 --leader-elect=false --profiling=false --v=1
   launch kwok "$(bin_dir kwok "$KWOK_VERSION")/kwok" --kubeconfig "$SMI_STATE/kwok.kubeconfig" \
-    --manage-all-nodes=true --config "$TC_DIR/kwok-stages.yaml" --server-address 127.0.0.1:10247 \
+    --manage-all-nodes=true $(printf -- '--config %s ' "$TC_DIR"/kwok/*.yaml) --server-address 127.0.0.1:10247 \
     --cidr 10.244.0.1/16 --node-ip 10.250.0.1
   launch lb-controller "$REPO_ROOT/.venv/bin/python" -u "$TC_DIR/lb_controller.py" "$KUBECONFIG_PATH"
+  launch istiod-runner env SMI_CACHE="$SMI_CACHE" SMI_SERVICE_IP_IF="$SERVICE_IP_IF" \
+    "$REPO_ROOT/.venv/bin/python" -u "$TC_DIR/istiod_runner.py" "$KUBECONFIG_PATH" "$SMI_STATE"
   launch chart-mirror "$REPO_ROOT/.venv/bin/python" -m http.server "$MIRROR_PORT" --bind 127.0.0.1 \
     --directory "$(readlink -f "$SMI_CACHE/mirror")"
 
