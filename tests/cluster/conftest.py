@@ -73,11 +73,14 @@ class PlaybookRun:
                     yield task["task"]["name"], host, result
 
     def failures(self) -> list[str]:
-        return [
-            f"{name}: {result.get('msg', result)}"
-            for name, _host, result in self.task_results()
-            if result.get("failed") and not result.get("ignore_errors")
-        ]
+        """Messages of failed tasks, and of each failed item of a failed loop."""
+        out = []
+        for name, _host, result in self.task_results():
+            if not result.get("failed"):
+                continue
+            out.append(f"{name}: {result.get('msg', result)}")
+            out += [f"{name}: {item.get('msg')}" for item in result.get("results", []) if item.get("failed")]
+        return out
 
     def changed_tasks(self) -> list[str]:
         return [name for name, _host, result in self.task_results() if result.get("changed")]

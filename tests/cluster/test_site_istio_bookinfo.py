@@ -1,0 +1,181 @@
+"""Issue 3: site.yml (istio_install + bookinfo) against the local test cluster.
+
+Real: the kube-apiserver and its validation, the Istio charts (packaged from the
+pinned istio.io/istio module) installed by Helm, istiod (pilot-discovery of the
+pinned snapshot, run on the host by hack/testcluster/istiod_runner.py) injecting
+the istio-proxy sidecar through the real webhook path. Simulated: KWOK marks the
+pods Running/Ready (no container runs), lb_controller.py assigns the gateway's
+LoadBalancer IP.
+
+The tests run in file order and share the cluster's state; the module leaves
+the cluster without Istio or Bookinfo, as it found it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from kubernetes import client
+
+from conftest import REPO_ROOT, VERSIONS, ISTIO_VERSION, run_playbook
+
+SITE = REPO_ROOT / "playbooks/site.yml"
+TEARDOWN = REPO_ROOT / "playbooks/teardown.yml"
+TAGS = ("--tags", "istio,bookinfo")
+BOOKINFO_DEPLOYMENTS = {"details-v1", "ratings-v1", "reviews-v1", "reviews-v2", "reviews-v3", "productpage-v1"}
+UPGRADE_VERSION = [v.split("=")[0] for v in VERSIONS["ISTIO_SNAPSHOTS"].split() if not v.startswith(ISTIO_VERSION)][0]
+
+
+def helm_releases() -> dict[str, dict]:
+    out = subprocess.run(["helm", "list", "-A", "-o", "json"], capture_output=True, text=True, check=True).stdout
+    return {f"{r['namespace']}/{r['name']}": r for r in json.loads(out)}
+
+
+def snapshot(api) -> dict:
+    """What a run must not touch: namespaces and their labels, workloads' and
+    CRDs' generations, Services' specs, Helm release revisions."""
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    ext = client.ApiextensionsV1Api(api)
+    return {
+        "namespaces": {n.metadata.name: n.metadata.labels for n in core.list_namespace().items},
+        "deployments": {f"{d.metadata.namespace}/{d.metadata.name}": d.metadata.generation
+                        for d in apps.list_deployment_for_all_namespaces().items},
+        "services": {f"{s.metadata.namespace}/{s.metadata.name}": s.spec.to_dict()
+                     for s in core.list_service_for_all_namespaces().items},
+        "crds": {c.metadata.name: c.metadata.generation for c in ext.list_custom_resource_definition().items},
+        "serviceaccounts": sorted(f"{s.metadata.namespace}/{s.metadata.name}"
+                                  for s in core.list_service_account_for_all_namespaces().items),
+        "helm": {k: r["revision"] for k, r in helm_releases().items()},
+    }
+
+
+def bookinfo_pods(api):
+    pods = client.CoreV1Api(api).list_namespaced_pod(
+        "default", label_selector="app in (details,ratings,reviews,productpage)").items
+    return [p for p in pods if p.metadata.deletion_timestamp is None]
+
+
+def test_check_mode_on_a_fresh_cluster_changes_nothing(k8s):
+    before = snapshot(k8s)
+    assert not [k for k in before["helm"] if k.startswith("istio-system/")], "cluster is not fresh"
+    run = run_playbook(SITE, *TAGS, "--check")
+    assert run.rc == 0, run.explain()
+    assert snapshot(k8s) == before
+
+
+def test_converge(k8s):
+    run = run_playbook(SITE, *TAGS)
+    assert run.rc == 0, run.explain()
+    releases = helm_releases()
+    for name, chart in (("istio-base", "base"), ("istiod", "istiod"), ("istio-ingressgateway", "gateway")):
+        release = releases[f"istio-system/{name}"]
+        assert release["status"] == "deployed" and release["chart"] == f"{chart}-{ISTIO_VERSION}", release
+    # Every Bookinfo pod has its sidecar (the real injector put it there) and is Ready.
+    pods = bookinfo_pods(k8s)
+    assert {p.metadata.labels["app"] + "-" + p.metadata.labels["version"] for p in pods} == BOOKINFO_DEPLOYMENTS
+    for pod in pods:
+        names = [c.name for c in pod.spec.containers] + [c.name for c in pod.spec.init_containers or []]
+        assert "istio-proxy" in names, (pod.metadata.name, names)
+        assert pod.metadata.annotations.get("sidecar.istio.io/status"), pod.metadata.name
+        assert any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions)
+    # The gateway: label the Gateways select, an external IP, reported by the role.
+    svc = client.CoreV1Api(k8s).read_namespaced_service("istio-ingressgateway", "istio-system")
+    ip = svc.status.load_balancer.ingress[0].ip
+    assert svc.spec.selector["istio"] == "ingressgateway"
+    reported = [r.get("msg", "") for name, _h, r in run.task_results() if name.endswith("Report the gateway's address")]
+    assert reported and ip in reported[0], reported
+    # istiod's mesh config agrees with the gateway (cert-manager's HTTP-01 solver relies on it).
+    mesh = client.CoreV1Api(k8s).read_namespaced_config_map("istio", "istio-system").data["mesh"]
+    assert "ingressService: istio-ingressgateway" in mesh and "ingressSelector: ingressgateway" in mesh
+
+
+def test_second_run_changes_nothing():
+    run = run_playbook(SITE, *TAGS)
+    assert run.rc == 0 and run.changed == 0, run.explain()
+
+
+def test_check_diff_on_the_converged_cluster_changes_nothing(k8s):
+    before = snapshot(k8s)
+    run = run_playbook(SITE, *TAGS, "--check", "--diff")
+    assert run.rc == 0 and run.changed == 0, run.explain()
+    assert snapshot(k8s) == before
+
+
+def test_bookinfo_tag_alone_on_an_installed_cluster():
+    run = run_playbook(SITE, "--tags", "bookinfo")
+    assert run.rc == 0 and run.changed == 0, run.explain()
+    names = [name for name, _h, _r in run.task_results()]
+    assert any("preflight" in n for n in names), "the preflight did not run under --tags bookinfo"
+    # Of istio_install only its argument validation (tagged always by Ansible) runs.
+    assert [n for n in names if "istio_install" in n and "Validating arguments" not in n] == [], names
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({"istio_install_profile": "fancy"}, "istio_install_profile"),
+        ({"istio_install_version": "1.30"}, "istio_install_version '1.30' is not a version"),
+        ({"istio_install_namespace": "Istio_System"}, "istio_install_namespace 'Istio_System' is not a valid namespace name"),
+        ({"preflight_min_ready_nodes": 3}, "3 needed (preflight_min_ready_nodes)"),
+        ({"bookinfo_namespace": "-bad-"}, "bookinfo_namespace '-bad-' is not a valid namespace name"),
+    ],
+    ids=["unknown-profile", "malformed-version", "invalid-namespace", "too-few-nodes", "invalid-bookinfo-namespace"],
+)
+def test_bad_input_is_refused_before_any_change(k8s, extra, expected):
+    before = snapshot(k8s)
+    run = run_playbook(SITE, *TAGS, extra_vars=extra)
+    assert run.rc != 0, run.explain()
+    message = " ".join(run.failures())
+    assert expected in message, message
+    assert run.changed == 0, run.explain()
+    assert snapshot(k8s) == before
+
+
+def test_upgrade_to_another_version_in_the_mirror(k8s):
+    run = run_playbook(SITE, *TAGS, extra_vars={"istio_install_version": UPGRADE_VERSION})
+    assert run.rc == 0, run.explain()
+    releases = helm_releases()
+    for name, chart in (("istio-base", "base"), ("istiod", "istiod"), ("istio-ingressgateway", "gateway")):
+        release = releases[f"istio-system/{name}"]
+        assert release["chart"] == f"{chart}-{UPGRADE_VERSION}" and release["status"] == "deployed", release
+        assert int(release["revision"]) >= 2
+    crd = client.ApiextensionsV1Api(k8s).read_custom_resource_definition("virtualservices.networking.istio.io")
+    assert crd.metadata.labels["app.kubernetes.io/version"] == UPGRADE_VERSION
+    pods = bookinfo_pods(k8s)
+    assert len(pods) == len(BOOKINFO_DEPLOYMENTS)
+    assert all(any(c.type == "Ready" and c.status == "True" for c in p.status.conditions) for p in pods)
+    again = run_playbook(SITE, *TAGS, extra_vars={"istio_install_version": UPGRADE_VERSION})
+    assert again.rc == 0 and again.changed == 0, again.explain()
+
+
+def test_teardown_leaves_no_release_and_no_bookinfo_object(k8s):
+    run = run_playbook(TEARDOWN)
+    assert run.rc == 0, run.explain()
+    assert not [k for k in helm_releases() if k.startswith("istio-system/")]
+    apps, core = client.AppsV1Api(k8s), client.CoreV1Api(k8s)
+    assert not {d.metadata.name for d in apps.list_namespaced_deployment("default").items} & BOOKINFO_DEPLOYMENTS
+    assert not [s.metadata.name for s in core.list_namespaced_service("default").items
+                if s.metadata.name in {"details", "ratings", "reviews", "productpage"}]
+    assert "istio-injection" not in (core.read_namespace("default").metadata.labels or {})
+    assert "istio-system" not in {n.metadata.name for n in core.list_namespace().items}
+    again = run_playbook(TEARDOWN)
+    assert again.rc == 0 and again.changed == 0, again.explain()
+
+
+def test_bookinfo_tag_alone_fails_clearly_without_istio(k8s):
+    before = snapshot(k8s)
+    run = run_playbook(SITE, "--tags", "bookinfo")
+    assert run.rc != 0
+    message = " ".join(run.failures())
+    assert "Istio is not installed on this cluster" in message and "--tags istio" in message, message
+    assert snapshot(k8s) == before
+
+
+def test_cleanup_crds(k8s):
+    """Leave the cluster as the module found it (the CRDs only go when asked)."""
+    run = run_playbook(TEARDOWN, extra_vars={"istio_install_teardown_crds": True})
+    assert run.rc == 0, run.explain()
+    crds = [c.metadata.name for c in client.ApiextensionsV1Api(k8s).list_custom_resource_definition().items]
+    assert not [c for c in crds if c.endswith(".istio.io")], crds
