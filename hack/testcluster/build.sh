@@ -76,7 +76,9 @@ build_simple() {
   fi
   local src="$SMI_CACHE/src/$name-$v"
   prepare_module "$src" "$mod" "$v"
-  with_progress "resolving $name $v modules" bash -c "cd '$src' && go mod download $mod && go get $pkg@$v >/dev/null 2>&1 || go get $pkg >/dev/null"
+  # Exactly $mod@$v: no fallback to another version when something is not served.
+  with_progress "resolving $name $v modules" bash -c "cd '$src' && go get '$pkg@$v'"
+  grep -q "^require $mod $v\$\|^	$mod $v\$" "$src/go.mod" || die "$mod resolved to another version than $v (see $src/go.mod)"
   mkdir -p "$out.tmp"
   touch "$build_marker"
   progress_hint=go_progress with_progress "building $name $v" bash -c "cd '$src' && go build -trimpath -ldflags '-s -w $ld' -o '$out.tmp/$binary' $pkg"
@@ -100,11 +102,11 @@ build_helm() {
 build_istiod() {
   local pair pseudo=""
   for pair in $ISTIO_SNAPSHOTS; do
-    [ "${pair%%=*}" = "$ISTIO_DEFAULT_SNAPSHOT" ] && pseudo=${pair#*=}
+    [ "${pair%%=*}" = "$ISTIOD_BUILD_SNAPSHOT" ] && pseudo=${pair#*=}
   done
-  [ -n "$pseudo" ] || die "ISTIO_DEFAULT_SNAPSHOT $ISTIO_DEFAULT_SNAPSHOT is not in ISTIO_SNAPSHOTS (versions.env)"
+  [ -n "$pseudo" ] || die "ISTIOD_BUILD_SNAPSHOT $ISTIOD_BUILD_SNAPSHOT is not in ISTIO_SNAPSHOTS (versions.env)"
   build_simple istiod istio.io/istio "$pseudo" istio.io/istio/pilot/cmd/pilot-discovery pilot-discovery \
-    "-X istio.io/istio/pkg/version.buildVersion=$ISTIO_DEFAULT_SNAPSHOT -X istio.io/istio/pkg/version.buildStatus=Clean"
+    "-X istio.io/istio/pkg/version.buildVersion=$ISTIOD_BUILD_SNAPSHOT -X istio.io/istio/pkg/version.buildStatus=Clean"
 }
 
 components=("$@")

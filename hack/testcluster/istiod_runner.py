@@ -28,8 +28,9 @@ revision) whose mesh ConfigMap (``istio[-<rev>]``) and injector ConfigMap
    Service's ClusterIP change (a Helm upgrade), or when it exits; and stops it
    and removes the address when the Deployment goes away (or is scaled to 0).
 
-Only one pilot-discovery is built (the one of ISTIO_DEFAULT_SNAPSHOT in
-versions.env); charts of another Istio version run it too, which is logged.
+Only one pilot-discovery is built (the one of ISTIOD_BUILD_SNAPSHOT in
+versions.env, see there why); charts of another Istio version run it too,
+which is logged.
 
 Usage: istiod_runner.py KUBECONFIG STATE_DIR
 """
@@ -88,7 +89,7 @@ def versions() -> dict[str, str]:
 def pilot_discovery() -> tuple[Path, str]:
     """The built pilot-discovery binary and the Istio version it is built from."""
     v = versions()
-    snapshot = v["ISTIO_DEFAULT_SNAPSHOT"]
+    snapshot = v.get("ISTIOD_BUILD_SNAPSHOT") or v["ISTIO_DEFAULT_SNAPSHOT"]
     pseudo = dict(p.split("=", 1) for p in v["ISTIO_SNAPSHOTS"].split())[snapshot]
     return CACHE / "bin" / f"istiod-{pseudo}" / "pilot-discovery", snapshot
 
@@ -377,7 +378,7 @@ def desired_state(apps: client.AppsV1Api, core: client.CoreV1Api) -> dict[tuple[
                     raise
         if len(cms) < 2:
             continue
-        template = client.ApiClient().sanitize_for_serialization(dep.spec.template)
+        template = apps.api_client.sanitize_for_serialization(dep.spec.template)
         fingerprint = hashlib.sha256(json.dumps(
             {"template": template, "configmaps": cms, "address": addr}, sort_keys=True).encode()).hexdigest()
         out[(ns, revision)] = {"deployment": dep, "container": container, "address": addr,

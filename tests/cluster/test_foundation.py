@@ -82,16 +82,41 @@ def test_helm_install_from_local_repo_is_idempotent_and_crd_validation_is_real(k
 
 
 def test_nothing_leaves_loopback():
-    """Inside the namespace only `lo` exists: Service and webhook addresses
-    (private range) fail at once instead of leaving the machine."""
+    """Inside the namespace only `lo` exists: Service, pod and public addresses
+    fail at once instead of leaving the machine. The only addresses besides
+    127.0.0.1/8 and ::1 are /32s on lo: the ClusterIPs of istiod Services that
+    hack/testcluster/istiod_runner.py serves on (local by construction)."""
+    import json
+
+    def ip_json(*args):
+        return json.loads(subprocess.run(["ip", "-j", *args], capture_output=True, text=True, check=True).stdout)
+
     ifaces = [name for _idx, name in socket.if_nameindex()]
     assert ifaces == ["lo"], ifaces
-    for address in ("10.96.0.1", "10.244.0.5", "203.0.113.10"):
+    service_ips = set()
+    for link in ip_json("addr", "show"):
+        for addr in link.get("addr_info", []):
+            if (addr["local"], addr["prefixlen"]) in (("127.0.0.1", 8), ("::1", 128)):
+                continue
+            # Anything else: an IPv4 /32, which adds no route but its own.
+            assert addr["family"] == "inet" and addr["prefixlen"] == 32, (link["ifname"], addr)
+            service_ips.add(addr["local"])
+    # No default route, nothing but loopback's own local/broadcast routes, in any table.
+    for family in ("-4", "-6"):
+        for route in ip_json(family, "route", "show", "table", "all"):
+            assert route["dst"] != "default", route
+            assert route.get("dev") == "lo" and route.get("type") in ("local", "broadcast"), route
+            if route["type"] == "local" and not route["dst"].startswith("127.") and route["dst"] != "::1":
+                assert route["dst"] in service_ips, route
+    candidates = ["10.96.0.1", "10.244.0.5", "10.123.45.67", "10.250.0.1", "203.0.113.10"]
+    targets = [a for a in candidates if a not in service_ips]
+    assert "203.0.113.10" in targets and len([a for a in targets if a.startswith("10.")]) >= 2, service_ips
+    for address in targets:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.settimeout(2)
         start = time.monotonic()
         with pytest.raises(OSError) as err:
             sock.connect((address, 443))
         sock.close()
-        assert err.value.errno == errno.ENETUNREACH, err.value
+        assert err.value.errno == errno.ENETUNREACH, (address, err.value)
         assert time.monotonic() - start < 0.5
