@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 
 import pytest
 from kubernetes import client
@@ -33,10 +34,22 @@ def helm_releases() -> dict[str, dict]:
     return {f"{r['namespace']}/{r['name']}": r for r in json.loads(out)}
 
 
+def settle(core, timeout=180):
+    """Wait until no namespace is Terminating (an earlier test's cleanup)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        terminating = [n.metadata.name for n in core.list_namespace().items if n.status.phase == "Terminating"]
+        if not terminating:
+            return
+        assert time.monotonic() < deadline, f"namespaces still Terminating: {terminating}"
+        time.sleep(1)
+
+
 def snapshot(api) -> dict:
     """What a run must not touch: namespaces and their labels, workloads' and
     CRDs' generations, Services' specs, Helm release revisions."""
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    settle(core)
     ext = client.ApiextensionsV1Api(api)
     return {
         "namespaces": {n.metadata.name: n.metadata.labels for n in core.list_namespace().items},
@@ -160,6 +173,9 @@ def test_teardown_leaves_no_release_and_no_bookinfo_object(k8s):
                 if s.metadata.name in {"details", "ratings", "reviews", "productpage"}]
     assert "istio-injection" not in (core.read_namespace("default").metadata.labels or {})
     assert "istio-system" not in {n.metadata.name for n in core.list_namespace().items}
+    leftovers = [f"{c.metadata.namespace}/{c.metadata.name}" for c in core.list_config_map_for_all_namespaces().items
+                 if c.metadata.name in ("istio-ca-root-cert", "istio-ca-crl")]
+    assert leftovers == [], leftovers
     again = run_playbook(TEARDOWN)
     assert again.rc == 0 and again.changed == 0, again.explain()
 
