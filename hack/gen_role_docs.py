@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Write the variable tables of docs/roles/<role>.md from each role's
 meta/argument_specs.yml (between the BEGIN/END markers; text around them is
 kept). With --check, change nothing and exit 1 if a page is out of date."""

@@ -9,7 +9,7 @@
 #      state, stop leaves no process), on a second namespace of its own
 #   5. the cluster is stopped whatever happened
 set -uo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 export ANSIBLE_COLLECTIONS_PATH="$PWD/.collections" ANSIBLE_CONFIG="$PWD/ansible.cfg" PY_COLORS=0 ANSIBLE_NOCOLOR=1
 CLUSTER=hack/testcluster/cluster.sh
 results=$(mktemp -d)

@@ -184,8 +184,10 @@ cmd_start() {
     --authentication-kubeconfig "$SMI_STATE/scheduler.kubeconfig" \
     --authorization-kubeconfig "$SMI_STATE/scheduler.kubeconfig" \
     --bind-address 127.0.0.1 --secure-port 10259 --leader-elect=false --profiling=false --v=1
+  local stage stages=()
+  for stage in "$TC_DIR"/kwok/*.yaml; do stages+=(--config "$stage"); done
   launch kwok "$(bin_dir kwok "$KWOK_VERSION")/kwok" --kubeconfig "$SMI_STATE/kwok.kubeconfig" \
-    --manage-all-nodes=true $(printf -- '--config %s ' "$TC_DIR"/kwok/*.yaml) --server-address 127.0.0.1:10247 \
+    --manage-all-nodes=true "${stages[@]}" --server-address 127.0.0.1:10247 \
     --cidr 10.244.0.1/16 --node-ip 10.250.0.1
   launch lb-controller "$REPO_ROOT/.venv/bin/python" -u "$TC_DIR/lb_controller.py" "$KUBECONFIG_PATH"
   launch istiod-runner env SMI_CACHE="$SMI_CACHE" SMI_SERVICE_IP_IF="$SERVICE_IP_IF" \
@@ -237,8 +239,10 @@ cmd_stop() {
         [ -z "$pids" ] && break
         sleep 0.5
       done
-      # shellcheck disable=SC2086
-      [ -n "$pids" ] && kill -KILL $pids 2>/dev/null || true
+      if [ -n "$pids" ]; then
+        # shellcheck disable=SC2086
+        kill -KILL $pids 2>/dev/null || true
+      fi
       sleep 0.5
     fi
     pids=$(ip netns pids "$SMI_NETNS" 2>/dev/null || true)

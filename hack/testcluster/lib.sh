@@ -3,6 +3,7 @@
 set -euo pipefail
 
 TC_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+export REPO_ROOT
 REPO_ROOT=$(cd "$TC_DIR/../.." && pwd)
 # shellcheck source=versions.env
 . "$TC_DIR/versions.env"

@@ -67,4 +67,5 @@ rm -rf "$tmp"
 rm -rf "$MIRROR.tmp/.helm"
 rm -rf "$MIRROR" && mv "$MIRROR.tmp" "$MIRROR"
 ln -sfn "$MIRROR" "$SMI_CACHE/mirror"
-log "chart mirror ready in $MIRROR: $(ls "$MIRROR/charts" | grep -c tgz) charts"
+charts=("$MIRROR"/charts/*.tgz)
+log "chart mirror ready in $MIRROR: ${#charts[@]} charts"
