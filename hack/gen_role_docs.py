@@ -21,7 +21,10 @@ def cell(text) -> str:
 def fmt_default(option: dict) -> str:
     if "default" not in option:
         return "(required)" if option.get("required") else ""
-    return f"`{cell(yaml.safe_dump(option['default'], default_flow_style=True, width=1000).strip().removesuffix('...').strip())}`"
+    value = option["default"]
+    if isinstance(value, str):
+        return f"`{cell(value)}`" if value else '`""`'
+    return f"`{cell(yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix('...').strip())}`"
 
 
 def table(specs: dict) -> str:

@@ -20,12 +20,13 @@ import time
 import pytest
 from kubernetes import client
 
-from conftest import REPO_ROOT, VERSIONS, ISTIO_VERSION, run_playbook
+from conftest import MIRROR, REPO_ROOT, VERSIONS, ISTIO_VERSION, kubectl, run_playbook
 
 SITE = REPO_ROOT / "playbooks/site.yml"
 TEARDOWN = REPO_ROOT / "playbooks/teardown.yml"
 TAGS = ("--tags", "istio,bookinfo")
 BOOKINFO_DEPLOYMENTS = {"details-v1", "ratings-v1", "reviews-v1", "reviews-v2", "reviews-v3", "productpage-v1"}
+UPSTREAM_BOOKINFO = MIRROR / "istio" / ISTIO_VERSION / "samples/bookinfo/platform/kube/bookinfo.yaml"
 UPGRADE_VERSION = [v.split("=")[0] for v in VERSIONS["ISTIO_SNAPSHOTS"].split() if not v.startswith(ISTIO_VERSION)][0]
 
 
@@ -123,6 +124,38 @@ def test_bookinfo_tag_alone_on_an_installed_cluster():
     assert any("preflight" in n for n in names), "the preflight did not run under --tags bookinfo"
     # Of istio_install only its argument validation (tagged always by Ansible) runs.
     assert [n for n in names if "istio_install" in n and "Validating arguments" not in n] == [], names
+
+
+def test_pods_created_before_the_label_get_their_sidecar(k8s):
+    """Upstream's Bookinfo applied to an unlabelled namespace has no sidecars;
+    the role labels the namespace and restarts exactly those Deployments."""
+    ns = "bookinfo-prelabel"
+    core = client.CoreV1Api(k8s)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+    try:
+        applied = kubectl("apply", "-n", ns, "-f", str(UPSTREAM_BOOKINFO))
+        assert applied.returncode == 0, applied.stderr
+        deadline = time.monotonic() + 120
+        while True:
+            pods = [p for p in core.list_namespaced_pod(ns).items if p.status.phase == "Running"]
+            if len(pods) == len(BOOKINFO_DEPLOYMENTS):
+                break
+            assert time.monotonic() < deadline, [p.metadata.name for p in pods]
+            time.sleep(1)
+        assert not [p for p in pods if "istio-proxy" in [c.name for c in p.spec.containers]]
+        run = run_playbook(SITE, "--tags", "bookinfo", extra_vars={"bookinfo_namespace": ns})
+        assert run.rc == 0, run.explain()
+        restarted = [r for name, _h, r in run.task_results() if name.endswith("Restart the Deployments whose pods have no sidecar")]
+        assert restarted and sorted(i["item"] for i in restarted[0]["results"] if i.get("changed")) == sorted(BOOKINFO_DEPLOYMENTS)
+        live = [p for p in core.list_namespaced_pod(ns).items if p.metadata.deletion_timestamp is None]
+        assert len(live) == len(BOOKINFO_DEPLOYMENTS)
+        assert all("istio-proxy" in [c.name for c in p.spec.containers] for p in live)
+        again = run_playbook(SITE, "--tags", "bookinfo", extra_vars={"bookinfo_namespace": ns})
+        assert again.rc == 0 and again.changed == 0, again.explain()
+    finally:
+        cleanup = run_playbook(TEARDOWN, "--tags", "bookinfo",
+                               extra_vars={"bookinfo_namespace": ns, "bookinfo_teardown_delete_namespace": True})
+        assert cleanup.rc == 0, cleanup.explain()
 
 
 @pytest.mark.parametrize(

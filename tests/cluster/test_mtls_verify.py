@@ -1,0 +1,305 @@
+"""Issue: role mtls_verify, strict mTLS proven both ways, against the local test cluster.
+
+Real: the kube-apiserver, Istio's PeerAuthentication and DestinationRule CRDs
+(their schemas) and istiod's validating webhook, which accept or refuse what
+the role applies; istiod's injection webhook, which gives the sidecar client
+its istio-proxy (and leaves the plaintext client alone); the pods the role
+creates, waits for, reads and deletes, and their events (the real scheduler's).
+
+Simulated: the test cluster has no data plane (KWOK nodes run no container),
+so no curl ever runs and no Envoy ever answers. Each client pod's outcome is
+what a real one would report, played by the KWOK stage
+hack/testcluster/kwok/smistio-pod-complete.yaml: the test sets, through the
+role's test hooks (mtls_verify_client_extra_labels / _annotations), the label
+smistio.test/complete and the annotations smistio.test/exit-code (the
+container's exit code) and smistio.test/termination-message (its termination
+message, which the real client script writes to /dev/termination-log). A
+client "never finishes" when the label is left out. The kubelet logs API is
+not reachable on KWOK nodes, so the role's log reading falls back to the
+termination message (exercised by the "not enforced" case).
+
+Bookinfo runs in its own namespace; the module installs Istio and Bookinfo
+with site.yml first and leaves the cluster without them (playbooks/teardown.yml).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from kubernetes import client
+
+from conftest import REPO_ROOT, run_playbook
+
+SITE = REPO_ROOT / "playbooks/site.yml"
+TEARDOWN = REPO_ROOT / "playbooks/teardown.yml"
+MTLS = REPO_ROOT / "tests/cluster/playbooks/mtls_verify.yml"
+NS = "smistio-mtls"
+URL = "http://productpage:9080/productpage"
+CLIENTS = ("mtls-verify-plaintext", "mtls-verify-sidecar")
+
+# What each client's script prints (and writes to /dev/termination-log) on a
+# real cluster, for the outcomes simulated here.
+REFUSED = (f"client=plaintext url={URL} curl_exit=56 http_code=000 exit=56 "
+           "error=curl: (56) Recv failure: Connection reset by peer")
+PLAINTEXT_ANSWERED = f"client=plaintext url={URL} curl_exit=0 http_code=200 exit=0"
+UNREACHABLE = (f"client=plaintext url={URL} curl_exit=7 http_code=000 exit=7 "
+               "error=curl: (7) Failed to connect to productpage port 9080")
+SIDECAR_OK = f"client=sidecar url={URL} curl_exit=0 http_code=200 exit=0"
+SIDECAR_REFUSED = (f"client=sidecar url={URL} curl_exit=56 http_code=000 exit=56 "
+                   "error=curl: (56) Recv failure: Connection reset by peer")
+
+
+def outcome(exit_code: int | None, message: str | None = None) -> tuple[dict, dict]:
+    """Labels and annotations that make the fake node end a client pod with
+    this exit code and termination message; exit_code None: it never ends."""
+    if exit_code is None:
+        return {}, {}
+    annotations = {"smistio.test/exit-code": str(exit_code)}
+    if message:
+        annotations["smistio.test/termination-message"] = message
+    return {"smistio.test/complete": "true"}, annotations
+
+
+def simulate(plaintext: tuple[dict, dict], sidecar: tuple[dict, dict], **extra) -> dict:
+    return {
+        "mtls_verify_namespace": NS,
+        "mtls_verify_client_extra_labels": {"plaintext": plaintext[0], "sidecar": sidecar[0]},
+        "mtls_verify_client_extra_annotations": {"plaintext": plaintext[1], "sidecar": sidecar[1]},
+        **extra,
+    }
+
+
+PASS = simulate(outcome(56, REFUSED), outcome(0, SIDECAR_OK))
+
+
+def peer_authentication(api, namespace: str = NS, name: str = "default") -> dict | None:
+    try:
+        return client.CustomObjectsApi(api).get_namespaced_custom_object(
+            "security.istio.io", "v1", namespace, "peerauthentications", name)
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def delete_peer_authentication(api, namespace: str = NS, name: str = "default") -> None:
+    try:
+        client.CustomObjectsApi(api).delete_namespaced_custom_object(
+            "security.istio.io", "v1", namespace, "peerauthentications", name)
+    except client.ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+def assert_no_client_pods(api) -> None:
+    pods = client.CoreV1Api(api).list_namespaced_pod(NS, label_selector="app.kubernetes.io/name=mtls-verify-client")
+    assert [p.metadata.name for p in pods.items] == []
+
+
+def results_of(run, task_suffix: str) -> list[dict]:
+    return [r for name, _h, r in run.task_results() if name.endswith(task_suffix)]
+
+
+def verdict_of(run) -> dict:
+    """The last value the role gave mtls_verify_verdict (also when it failed)."""
+    facts = [r["ansible_facts"]["mtls_verify_verdict"] for _n, _h, r in run.task_results()
+             if "mtls_verify_verdict" in r.get("ansible_facts", {})]
+    assert facts, run.explain()
+    return facts[-1]
+
+
+def test_before_istio_is_installed(k8s):
+    """Without Istio: the role alone refuses clearly; site.yml --check (Bookinfo in
+    the existing namespace default) says what it cannot dry-run. Nothing changes."""
+    crds = [c.metadata.name for c in client.ApiextensionsV1Api(k8s).list_custom_resource_definition().items]
+    if "peerauthentications.security.istio.io" in crds:
+        pytest.fail("Istio is already installed: this module expects a cluster without it (run playbooks/teardown.yml)")
+    namespaces = {n.metadata.name for n in client.CoreV1Api(k8s).list_namespace().items}
+    alone = run_playbook(SITE, "--tags", "mtls")
+    assert alone.rc != 0 and alone.changed == 0, alone.explain()
+    message = " ".join(alone.failures())
+    assert "Istio is not installed on this cluster" in message and "--tags istio,bookinfo" in message, message
+    run = run_playbook(SITE, "--check", "--tags", "istio,bookinfo,mtls")
+    assert run.rc == 0, run.explain()
+    explained = results_of(run, "Explain why nothing was dry-run")
+    assert explained and "the PeerAuthentication CRD does not exist yet" in explained[0]["msg"], run.explain()
+    assert "the proof is skipped" in results_of(run, "Skip the proof in check mode")[0]["msg"]
+    assert results_of(run, "Print the mTLS verdict")[0]["mtls_verify_verdict"]["proven"] is False
+    assert {n.metadata.name for n in client.CoreV1Api(k8s).list_namespace().items} == namespaces
+
+
+@pytest.fixture(scope="module")
+def mesh(k8s):
+    """Istio and Bookinfo (in NS) installed by site.yml; removed afterwards."""
+    run = run_playbook(SITE, "--tags", "istio,bookinfo", extra_vars={"bookinfo_namespace": NS})
+    assert run.rc == 0, run.explain()
+    try:
+        yield
+    finally:
+        delete_peer_authentication(k8s, "istio-system")
+        down = run_playbook(TEARDOWN, extra_vars={"bookinfo_namespace": NS, "istio_install_teardown_crds": True})
+        core = client.CoreV1Api(k8s)
+        try:
+            core.delete_namespace(NS)
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+        assert down.rc == 0, down.explain()
+
+
+def test_strict_enforced_and_proven_both_ways(k8s, mesh):
+    """site.yml --tags mtls: refused + 200 = pass; the verdict is printed at the end."""
+    run = run_playbook(SITE, "--tags", "mtls", extra_vars=PASS)
+    assert run.rc == 0, run.explain()
+    # The PeerAuthentication, as the API server stored it.
+    pa = peer_authentication(k8s)
+    assert pa and pa["spec"] == {"mtls": {"mode": "STRICT"}}, pa
+    # The real injector gave the sidecar client its istio-proxy, not the plaintext one.
+    created = results_of(run, "Start the client pods")[0]["result"]["results"]
+    containers = {r["result"]["metadata"]["name"]: [c["name"] for c in r["result"]["spec"]["containers"]
+                                                    + r["result"]["spec"].get("initContainers", [])]
+                  for r in created}
+    assert "istio-proxy" in containers["mtls-verify-sidecar"], containers
+    assert containers["mtls-verify-plaintext"] == ["client"], containers
+    # site.yml prints the verdict.
+    printed = results_of(run, "Print the mTLS verdict")
+    assert printed and not printed[0].get("skipped"), run.explain()
+    verdict = printed[0]["mtls_verify_verdict"]
+    assert verdict["enforced"] is True and verdict["proven"] is True
+    assert verdict["negative_exit_code"] == 56 and verdict["positive_status"] == 200
+    assert verdict["negative_output"] == REFUSED and verdict["positive_output"] == SIDECAR_OK
+    assert "mTLS STRICT is enforced" in verdict["message"]
+    assert_no_client_pods(k8s)
+
+
+def test_the_crd_and_istiod_refuse_an_invalid_peer_authentication(k8s, mesh):
+    """What the role's PeerAuthentication passed through is real validation."""
+    body = {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+            "metadata": {"name": "invalid", "namespace": NS}, "spec": {"mtls": {"mode": "STRICTEST"}}}
+    with pytest.raises(client.ApiException) as err:
+        client.CustomObjectsApi(k8s).create_namespaced_custom_object(
+            "security.istio.io", "v1", NS, "peerauthentications", body)
+    assert err.value.status in (400, 422) and "STRICTEST" in err.value.body, err.value.body
+
+
+def test_second_run_changes_nothing(k8s, mesh):
+    run = run_playbook(MTLS, extra_vars=PASS)
+    assert run.rc == 0 and run.changed == 0, run.explain()
+    assert_no_client_pods(k8s)
+
+
+def test_check_mode_changes_nothing(k8s, mesh):
+    before = peer_authentication(k8s)
+    # Asking for another mode: the server-side dry run reports the change, nothing is stored.
+    run = run_playbook(MTLS, "--check", "--diff", extra_vars={**PASS, "mtls_verify_mode": "PERMISSIVE"})
+    assert run.rc == 0, run.explain()
+    changed = run.changed_tasks()
+    assert len(changed) == 1 and changed[0].endswith("Apply the PeerAuthentication in mode PERMISSIVE"), run.explain()
+    skipped = results_of(run, "Skip the proof in check mode")
+    assert skipped and "the proof is skipped" in skipped[0]["msg"], run.explain()
+    assert not results_of(run, "Start the client pods") or results_of(run, "Start the client pods")[0].get("skipped")
+    after = peer_authentication(k8s)
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert after["spec"]["mtls"]["mode"] == "STRICT"
+    # The same settings as applied: nothing would change.
+    same = run_playbook(MTLS, "--check", extra_vars=PASS)
+    assert same.rc == 0 and same.changed == 0, same.explain()
+    assert_no_client_pods(k8s)
+
+
+@pytest.mark.parametrize(
+    ("plaintext", "sidecar", "extra", "expected"),
+    [
+        (outcome(0, PLAINTEXT_ANSWERED), outcome(0), {},
+         ["mTLS is not enforced", "got an HTTP answer in plaintext", "http_code=200"]),
+        (outcome(56, REFUSED), outcome(56, SIDECAR_REFUSED), {},
+         ["The mesh is broken", "did not get HTTP 200", f"Client output: {SIDECAR_REFUSED}"]),
+        (outcome(None), outcome(0, SIDECAR_OK), {"mtls_verify_client_timeout": 6},
+         ["Timeout:", f"client pod {NS}/mtls-verify-plaintext did not finish within 6 s", "phase Running",
+          "[Scheduled] Successfully assigned " + NS + "/mtls-verify-plaintext", f"client pod {NS}/mtls-verify-sidecar finished"]),
+        (outcome(7, UNREACHABLE), outcome(0, SIDECAR_OK), {},
+         ["Inconclusive", "could not reach", "exit code 7", "proves nothing about mTLS"]),
+    ],
+    ids=["plaintext-answered-not-enforced", "sidecar-refused-mesh-broken", "client-never-finishes", "unreachable"],
+)
+def test_failed_proof_says_why_and_leaves_no_pod(k8s, mesh, plaintext, sidecar, extra, expected):
+    t0 = time.monotonic()
+    run = run_playbook(MTLS, extra_vars=simulate(plaintext, sidecar, **extra))
+    assert run.rc != 0, run.explain()
+    message = " ".join(run.failures())
+    for text in expected:
+        assert text in message, message
+    assert_no_client_pods(k8s)
+    verdict = verdict_of(run)
+    if extra.get("mtls_verify_client_timeout"):
+        assert verdict["proven"] is False and verdict["enforced"] is None
+        assert time.monotonic() - t0 < 120
+    else:
+        assert verdict["negative_exit_code"] == (plaintext[1].get("smistio.test/exit-code") and
+                                                 int(plaintext[1]["smistio.test/exit-code"]))
+        assert verdict["enforced"] is (verdict["negative_exit_code"] == 56)
+        assert verdict["positive_status"] == (200 if sidecar[1]["smistio.test/exit-code"] == "0" else None)
+    # The policy stays as applied: the proof failing does not undo enforcement.
+    assert peer_authentication(k8s)["spec"]["mtls"]["mode"] == "STRICT"
+
+
+@pytest.fixture
+def risky_objects(k8s, mesh):
+    """A pod without a sidecar and a DestinationRule that disables mTLS for productpage, in NS."""
+    core = client.CoreV1Api(k8s)
+    core.create_namespaced_pod(NS, client.V1Pod(
+        metadata=client.V1ObjectMeta(name="legacy-client", labels={"app": "legacy", "sidecar.istio.io/inject": "false"}),
+        spec=client.V1PodSpec(containers=[client.V1Container(name="app", image="registry.k8s.io/pause:3.10")])))
+    client.CustomObjectsApi(k8s).create_namespaced_custom_object(
+        "networking.istio.io", "v1", NS, "destinationrules",
+        {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+         "metadata": {"name": "productpage-plaintext", "namespace": NS},
+         "spec": {"host": "productpage", "trafficPolicy": {"tls": {"mode": "DISABLE"}}}})
+    deadline = time.monotonic() + 30
+    while core.read_namespaced_pod("legacy-client", NS).status.phase != "Running":
+        assert time.monotonic() < deadline, "legacy-client never became Running"
+        time.sleep(0.5)
+    yield
+    core.delete_namespaced_pod("legacy-client", NS, grace_period_seconds=0)
+    client.CustomObjectsApi(k8s).delete_namespaced_custom_object(
+        "networking.istio.io", "v1", NS, "destinationrules", "productpage-plaintext")
+
+
+def test_pre_enforcement_checks_refuse_then_warn_when_forced(k8s, risky_objects):
+    delete_peer_authentication(k8s)
+    refused = run_playbook(MTLS, extra_vars=PASS)
+    assert refused.rc != 0, refused.explain()
+    message = " ".join(refused.failures())
+    assert "Refusing to apply STRICT mTLS" in message, message
+    assert f"Pods without an istio-proxy sidecar (STRICT cuts them off from every meshed service): {NS}/legacy-client" \
+        in message, message
+    assert f"{NS}/productpage-plaintext (host productpage): tls.mode DISABLE" in message, message
+    assert "mtls_verify_force: true" in message
+    # Refused before any change: no policy, no client pod.
+    assert peer_authentication(k8s) is None
+    assert refused.changed == 0 and not results_of(refused, "Start the client pods"), refused.explain()
+
+    forced = run_playbook(MTLS, extra_vars={**PASS, "mtls_verify_force": True})
+    assert forced.rc == 0, forced.explain()
+    warnings = [r["msg"] for r in results_of(forced, "Warn about what mTLS would break")[0]["results"]]
+    assert any(w.startswith("WARNING: Pods without an istio-proxy sidecar") and f"{NS}/legacy-client" in w
+               for w in warnings), warnings
+    assert any("productpage-plaintext (host productpage): tls.mode DISABLE" in w for w in warnings), warnings
+    assert verdict_of(forced)["risks"] and verdict_of(forced)["enforced"] is True
+    assert peer_authentication(k8s)["spec"]["mtls"]["mode"] == "STRICT"
+    assert_no_client_pods(k8s)
+
+
+def test_mesh_wide_scope(k8s, mesh):
+    """A PeerAuthentication in the root namespace, proven from Bookinfo's namespace."""
+    try:
+        run = run_playbook(MTLS, extra_vars={**PASS, "mtls_verify_scope": "mesh"})
+        assert run.rc == 0, run.explain()
+        pa = peer_authentication(k8s, "istio-system")
+        assert pa and pa["spec"]["mtls"]["mode"] == "STRICT", pa
+        assert verdict_of(run)["peer_authentication"] == "istio-system/default"
+        assert_no_client_pods(k8s)
+    finally:
+        delete_peer_authentication(k8s, "istio-system")
+
