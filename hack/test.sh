@@ -22,13 +22,11 @@ bash hack/lint.sh || { echo "FAILED: static gates (lint)"; exit 1; }
 bash hack/sanity.sh || { echo "FAILED: ansible-test sanity"; exit 1; }
 
 step "local test cluster"
-started_here=0
-if ! bash $CLUSTER status >/dev/null 2>&1; then
-  bash $CLUSTER start || { echo "FAILED: the local test cluster did not start"; exit 1; }
-  started_here=1
-fi
-cleanup() { [ "$started_here" = 1 ] && bash $CLUSTER stop; }
-trap cleanup EXIT
+# A fresh cluster for every run: whatever an earlier run left (a running
+# cluster, or a namespace whose processes were killed) is stopped first.
+bash $CLUSTER stop
+trap 'bash $CLUSTER stop' EXIT
+bash $CLUSTER start || { echo "FAILED: the local test cluster did not start"; exit 1; }
 
 step "pytest inside the cluster's network namespace (unit + cluster)"
 bash $CLUSTER exec -- .venv/bin/pytest -p no:cacheprovider --junitxml="$results/ns.xml" tests --ignore=tests/lifecycle

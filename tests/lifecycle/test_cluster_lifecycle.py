@@ -24,6 +24,8 @@ NETNS = "smistio-lc"
 @pytest.fixture
 def lc_env(tmp_path):
     env = dict(os.environ, SMI_NETNS=NETNS, SMI_STATE=str(tmp_path / "state"))
+    # A namespace left by an interrupted earlier run would make start refuse.
+    subprocess.run(["bash", str(CLUSTER), "stop"], env=env, capture_output=True, check=False)
     yield env
     subprocess.run(["bash", str(CLUSTER), "stop"], env=env, capture_output=True, check=False)
 
@@ -38,8 +40,8 @@ def netns_exists(name):
 
 
 def processes_using(path: str) -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
-    return [line for line in out.splitlines() if path in line and "pytest" not in line]
+    out = subprocess.run(["ps", "-eww", "-o", "pid,args"], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if path in line and "bin/pytest" not in line]
 
 
 def test_warm_start_status_stop_leaves_nothing(lc_env):
