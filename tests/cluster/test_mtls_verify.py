@@ -302,4 +302,3 @@ def test_mesh_wide_scope(k8s, mesh):
         assert_no_client_pods(k8s)
     finally:
         delete_peer_authentication(k8s, "istio-system")
-
