@@ -32,7 +32,7 @@ cluster-status:
 	@bash $(CLUSTER) status
 
 site: cluster-start
-	@bash $(CLUSTER) exec -- $(VENV)/ansible-playbook -i $(INVENTORY) playbooks/site.yml
+	@bash $(CLUSTER) exec -- $(VENV)/ansible-playbook -i $(INVENTORY) -e @hack/testcluster/site-vars.yml playbooks/site.yml
 
 lint: setup
 	@bash hack/lint.sh
