@@ -39,14 +39,12 @@ import base64
 import datetime
 import http.server
 import json
-import os
 import secrets
 import shutil
 import signal
 import socket
 import ssl
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
