@@ -20,16 +20,18 @@ BIN = REPO_ROOT / ".venv/bin"
 def installed(tmp_path_factory):
     work = tmp_path_factory.mktemp("build")
     version = yaml.safe_load((REPO_ROOT / "galaxy.yml").read_text())["version"]
-    subprocess.run([BIN / "ansible-galaxy", "collection", "build", "--output-path", work, REPO_ROOT],
-                   check=True, capture_output=True, cwd=work)
-    tarball = work / f"servicemesh-istio-{version}.tar.gz"
-    assert tarball.is_file()
     dest = work / "collections"
-    subprocess.run([BIN / "ansible-galaxy", "collection", "install", "--no-deps", "-p", dest, tarball],
-                   check=True, capture_output=True, cwd=work)
-    # Only the installed copy (and the collections bundled with ansible) are visible.
+    # Only the installed copy (and the collections bundled with ansible) are
+    # visible: no ANSIBLE_* variable of the caller (its collections path holds
+    # the development link, which would make the install a no-op).
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
     env.update(ANSIBLE_COLLECTIONS_PATH=str(dest), ANSIBLE_NOCOLOR="1", ANSIBLE_LOCAL_TEMP=str(work / "tmp"))
+    subprocess.run([BIN / "ansible-galaxy", "collection", "build", "--output-path", work, REPO_ROOT],
+                   check=True, capture_output=True, cwd=work, env=env)
+    tarball = work / f"servicemesh-istio-{version}.tar.gz"
+    assert tarball.is_file()
+    subprocess.run([BIN / "ansible-galaxy", "collection", "install", "--no-deps", "-p", dest, tarball],
+                   check=True, capture_output=True, cwd=work, env=env)
     return {"tarball": tarball, "dest": dest, "env": env, "cwd": work, "version": version}
 
 

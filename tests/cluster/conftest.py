@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,7 +140,31 @@ def namespace(k8s):
     core = client.CoreV1Api(k8s)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     yield name
-    core.delete_namespace(name)
+    delete_namespace_and_wait(api_client=k8s, name=name)
+
+
+def delete_namespace_and_wait(api_client, name: str, timeout: float = 180) -> None:
+    """Delete a namespace and wait until it is gone, so that no Terminating
+    namespace leaks into the next test's view of the cluster."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    core = client.CoreV1Api(api_client)
+    try:
+        core.delete_namespace(name)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            core.read_namespace(name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            raise
+        assert time.monotonic() < deadline, f"namespace {name} still exists after {timeout} s"
+        time.sleep(0.5)
 
 
 def kubectl(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:

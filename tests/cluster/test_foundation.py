@@ -15,7 +15,7 @@ import time
 import pytest
 from kubernetes import client
 
-from conftest import CHART_REPO, ISTIO_VERSION, REPO_ROOT, run_playbook
+from conftest import CHART_REPO, ISTIO_VERSION, REPO_ROOT, delete_namespace_and_wait, run_playbook
 
 PLAYBOOKS = REPO_ROOT / "tests/cluster/playbooks"
 
@@ -34,7 +34,15 @@ def test_two_fake_worker_nodes_are_ready(k8s):
     assert len(ready) >= 2, f"ready nodes: {ready}"
 
 
-def test_deployment_available_and_loadbalancer_ip(k8s):
+@pytest.fixture
+def foundation_namespace(k8s):
+    """The playbook's namespace goes when the test ends (its pods have no
+    sidecar, which later mesh-wide checks would rightly complain about)."""
+    yield "smistio-foundation"
+    delete_namespace_and_wait(k8s, "smistio-foundation")
+
+
+def test_deployment_available_and_loadbalancer_ip(k8s, foundation_namespace):
     run = run_playbook(PLAYBOOKS / "foundation_workloads.yml")
     assert run.rc == 0, run.explain()
     # Check independently of the playbook's own asserts.
@@ -61,7 +69,7 @@ def foundation_release(k8s):
     for crd in ext.list_custom_resource_definition().items:
         if (crd.metadata.annotations or {}).get("meta.helm.sh/release-name") == "smistio-foundation-base":
             ext.delete_custom_resource_definition(crd.metadata.name)
-    client.CoreV1Api(k8s).delete_namespace("smistio-foundation-helm")
+    delete_namespace_and_wait(k8s, "smistio-foundation-helm")
 
 
 def test_helm_install_from_local_repo_is_idempotent_and_crd_validation_is_real(k8s, foundation_release):
