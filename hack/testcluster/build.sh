@@ -60,7 +60,7 @@ build_kubernetes() {
   grep -q "k8s.io/kubernetes $v" "$src/go.mod" || die "kubernetes module resolved to another version than $v (see $src/go.mod)"
   mkdir -p "$out.tmp"
   touch "$build_marker"
-  progress_hint=go_progress with_progress "building kubernetes $v (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl; cold: ~15-25 min on 2 cores)" \
+  progress_hint=go_progress with_progress "building kubernetes $v (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl; cold: about 5 min on 2 cores)" \
     bash -c "cd '$src' && go build -trimpath -ldflags '$ld' -o '$out.tmp/' k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl"
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
