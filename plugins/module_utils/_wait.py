@@ -95,3 +95,11 @@ def wait_until(check, timeout, backoff, clock=time.monotonic, sleep=time.sleep):
         pause = next_sleep(backoff, attempt - 1, remaining)
         if pause > 0:
             sleep(pause)
+
+
+# The options documented by the doc fragment servicemesh.istio.wait.
+WAIT_ARGUMENT_SPEC = dict(
+    timeout=dict(type='float', default=300),
+    initial_sleep=dict(type='float', default=1),
+    max_sleep=dict(type='float', default=10),
+)

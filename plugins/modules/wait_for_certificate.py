@@ -28,6 +28,7 @@ description:
   - The module only reads; it never reports a change.
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - servicemesh.istio.wait
   - kubernetes.core.k8s_auth_options
 attributes:
   check_mode:
@@ -118,21 +119,6 @@ options:
         description:
           - Regular expression for the issuer's country (C).
         type: str
-  timeout:
-    description:
-      - How long to wait, in seconds, before failing. V(0) makes a single attempt.
-    type: float
-    default: 300
-  initial_sleep:
-    description:
-      - Pause after the first unsuccessful attempt, in seconds. Each further pause doubles, up to O(max_sleep).
-    type: float
-    default: 1
-  max_sleep:
-    description:
-      - Longest pause between two attempts, in seconds.
-    type: float
-    default: 10
 requirements:
   - cryptography >= 42.0.0
   - kubernetes >= 24.2.0 (for the resource and secret layers)
@@ -269,7 +255,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.servicemesh.istio.plugins.module_utils import _k8s, _tls
-from ansible_collections.servicemesh.istio.plugins.module_utils._wait import Backoff, wait_until
+from ansible_collections.servicemesh.istio.plugins.module_utils._wait import WAIT_ARGUMENT_SPEC, Backoff, wait_until
 
 
 class Fatal(Exception):
@@ -568,10 +554,8 @@ def main():
             organizational_unit=dict(type='str'),
             country=dict(type='str'),
         )),
-        timeout=dict(type='float', default=300),
-        initial_sleep=dict(type='float', default=1),
-        max_sleep=dict(type='float', default=10),
     )
+    argument_spec.update(WAIT_ARGUMENT_SPEC)
     argument_spec.update(_k8s.AUTH_ARG_SPEC)
     module = AnsibleModule(
         argument_spec=argument_spec,

@@ -24,6 +24,7 @@ description:
   - The module only reads; it never reports a change.
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - servicemesh.istio.wait
 attributes:
   check_mode:
     support: full
@@ -143,27 +144,11 @@ options:
     elements: str
     choices: [nxdomain, nodata, servfail, refused, unreachable, mismatch]
     default: []
-  timeout:
-    description:
-      - How long to wait, in seconds, before failing. The last attempt is made at the deadline at the latest.
-      - V(0) makes a single attempt.
-    type: float
-    default: 300
   query_timeout:
     description:
       - Timeout of one DNS query, in seconds. It is shortened so that no query runs past O(timeout).
     type: float
     default: 3
-  initial_sleep:
-    description:
-      - Pause after the first unsuccessful attempt, in seconds. Each further pause doubles, up to O(max_sleep).
-    type: float
-    default: 1
-  max_sleep:
-    description:
-      - Longest pause between two attempts, in seconds.
-    type: float
-    default: 10
 requirements:
   - dnspython >= 2.4.0
 notes:
@@ -327,7 +312,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.servicemesh.istio.plugins.module_utils import _dns
-from ansible_collections.servicemesh.istio.plugins.module_utils._wait import Backoff, wait_until
+from ansible_collections.servicemesh.istio.plugins.module_utils._wait import WAIT_ARGUMENT_SPEC, Backoff, wait_until
 
 
 SERVER_SPEC = dict(
@@ -485,10 +470,8 @@ def main():
             port=dict(type='int', default=53),
             ipv6=dict(type='bool', default=False),
             fail_on=dict(type='list', elements='str', default=[], choices=sorted(_dns.FAIL_ON_CHOICES)),
-            timeout=dict(type='float', default=300),
             query_timeout=dict(type='float', default=3),
-            initial_sleep=dict(type='float', default=1),
-            max_sleep=dict(type='float', default=10),
+            **WAIT_ARGUMENT_SPEC
         ),
         required_if=[('authoritative', False, ['resolvers'])],
         supports_check_mode=True,
