@@ -1,0 +1,22 @@
+# Copyright (c) 2026 servicemesh.istio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Action plugin of servicemesh.istio.wait_for_ready: in process on the controller, else the module."""
+
+from __future__ import annotations
+
+from ansible_collections.servicemesh.istio.plugins.module_utils import _k8s, _ready
+from ansible_collections.servicemesh.istio.plugins.module_utils._wait import WAIT_ARGUMENT_SPEC
+from ansible_collections.servicemesh.istio.plugins.plugin_utils._in_process import InProcessAction
+
+# Imported once, when the controller loads this plugin; the workers it forks inherit it.
+_IMPORT_ERROR = _k8s.import_kubernetes()
+
+
+class ActionModule(InProcessAction):
+    """Run wait_for_ready's logic in the worker process when the task runs on the controller."""
+
+    ARGUMENT_SPEC = dict(_ready.WAIT_FOR_READY_SPEC, **WAIT_ARGUMENT_SPEC, **_k8s.AUTH_ARG_SPEC)
+    IMPORT_ERROR = _IMPORT_ERROR
+
+    def in_process(self, params, progress):
+        return _ready.run_wait_for_ready(params, progress)

@@ -1,0 +1,180 @@
+"""wait_for_ready and preflight_info against the real API server of the test
+cluster, both ways: in the controller's worker process (the action plugin's
+fast path) and as a module (SERVICEMESH_ISTIO_IN_PROCESS=0). Both ways must
+return the same result and refuse the same bad input with the same message.
+
+Simulated: KWOK marks pods Running/Ready on the fake nodes (no container
+runs); the real kube-scheduler decides where pods go, so an unschedulable pod
+is really Pending with the scheduler's FailedScheduling event.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from kubernetes import client
+
+from conftest import CHART_REPO, ISTIO_VERSION, run_playbook
+
+VOLATILE = ("elapsed", "attempts", "invocation", "_ansible_no_log", "warnings", "deprecations", "exception")
+
+
+def play(tmp_path, tasks, name="play.yml"):
+    """A playbook of `tasks` against the local inventory, with the site's module_defaults."""
+    path = tmp_path / name
+    path.write_text(json.dumps([{
+        "name": "Ready modules",
+        "hosts": "servicemesh_controller",
+        "gather_facts": False,
+        "module_defaults": {"group/servicemesh.istio.kubernetes": {
+            "kubeconfig": "{{ servicemesh_istio_kubeconfig }}", "context": "{{ servicemesh_istio_context }}"}},
+        "tasks": tasks,
+    }]))
+    return path
+
+
+def results_of(run, prefix):
+    return [r for name, _h, r in run.task_results() if name.startswith(prefix)]
+
+
+def stable(result):
+    """A result without what differs from one run to the next (timings) or between the two ways (bookkeeping)."""
+    out = {k: v for k, v in result.items() if k not in VOLATILE}
+    out["msg"] = " ".join(str(out.get("msg", "")).split()).rsplit(" after ", maxsplit=1)[-1] if out.get("failed") else out.get("msg")
+    return out
+
+
+def both_ways(monkeypatch, playbook, *args):
+    monkeypatch.setenv("SERVICEMESH_ISTIO_IN_PROCESS", "1")
+    fast = run_playbook(playbook, *args)
+    monkeypatch.setenv("SERVICEMESH_ISTIO_IN_PROCESS", "0")
+    module = run_playbook(playbook, *args)
+    return fast, module
+
+
+@pytest.fixture
+def web(k8s, namespace):
+    """A 2-replica Deployment and a LoadBalancer Service in a fresh namespace."""
+    labels = {"app": "web"}
+    client.AppsV1Api(k8s).create_namespaced_deployment(namespace, {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "labels": labels},
+        "spec": {"replicas": 2, "selector": {"matchLabels": labels}, "template": {
+            "metadata": {"labels": labels},
+            "spec": {"containers": [{"name": "app", "image": "registry.invalid/web:1"}]}}}})
+    client.CoreV1Api(k8s).create_namespaced_service(namespace, {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"type": "LoadBalancer", "selector": labels, "ports": [{"name": "http", "port": 80}]}})
+    return namespace
+
+
+def test_wait_for_ready_both_ways_agree(tmp_path, monkeypatch, web):
+    wait = {"name": "Wait", "servicemesh.istio.wait_for_ready": {
+        "resources": [{"kind": "Deployment", "name": "web", "namespace": web},
+                      {"kind": "Service", "name": "web", "namespace": web},
+                      {"kind": "Namespace", "name": web},
+                      {"kind": "CustomResourceDefinition", "label_selectors": ["app.kubernetes.io/part-of=nothing"],
+                       "min_count": 0}],
+        "pods": [{"namespace": web, "label_selectors": ["app=web"], "containers": ["app"], "min_pods": 2}],
+        "timeout": 60, "initial_sleep": 0.25, "max_sleep": 1}}
+    fast, module = both_ways(monkeypatch, play(tmp_path, [wait]))
+    assert fast.rc == 0, fast.explain()
+    assert module.rc == 0, module.explain()
+    got_fast, got_module = results_of(fast, "Wait")[0], results_of(module, "Wait")[0]
+    assert stable(got_fast) == stable(got_module)
+    by_kind = {r["kind"]: r for r in got_fast["resources"]}
+    assert by_kind["Deployment"]["ready"] and by_kind["Deployment"]["detail"].startswith("2/2 updated")
+    address = by_kind["Service"]["addresses"][0]
+    assert address.startswith("127.0.100."), by_kind["Service"]
+    assert len(got_fast["pods"]) == 2 and all(p["ready"] and p["controller"] == "web" for p in got_fast["pods"])
+    assert got_fast["pending"] == [] and got_fast["changed"] is False
+
+
+def test_an_unschedulable_deployment_fails_with_why_and_shows_progress(tmp_path, monkeypatch, k8s, namespace):
+    labels = {"app": "stuck"}
+    client.AppsV1Api(k8s).create_namespaced_deployment(namespace, {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "stuck"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
+            "metadata": {"labels": labels},
+            "spec": {"nodeSelector": {"smistio.test/no-such-node": "true"},
+                     "containers": [{"name": "app", "image": "registry.invalid/stuck:1"}]}}}})
+    wait = {"name": "Wait", "servicemesh.istio.wait_for_ready": {
+        "resources": [{"kind": "Deployment", "name": "stuck", "namespace": namespace}],
+        "pods": [{"namespace": namespace, "label_selectors": ["app=stuck"]}],
+        "timeout": 6, "max_sleep": 1, "progress_interval": 2}}
+    fast, module = both_ways(monkeypatch, play(tmp_path, [wait]))
+    for run in (fast, module):
+        assert run.rc != 0
+        result = results_of(run, "Wait")[0]
+        message = " ".join(result["msg"].split())
+        assert message.startswith("Timed out after 6 s"), message
+        assert f"Deployment {namespace}/stuck: 1/1 updated, 0/1 ready" in message, message
+        assert "not Ready" in message and "phase Pending" in message, message
+        assert "FailedScheduling" in message and "node affinity/selector" in message, message
+    # Progress lines only on the in-process way, on standard error, while it waits.
+    progress = [line for line in fast.stderr.splitlines() if "waiting" in line and "for 2 item(s)" in line]
+    assert len(progress) >= 2, fast.stderr[-2000:]
+    assert "waiting" not in module.stderr
+
+
+@pytest.mark.parametrize("args, expected", [
+    ({"resources": [{"kind": "Deployment", "name": "x"}]}, "resources[0]: Deployment is namespaced, give its namespace"),
+    ({"resources": [{"kind": "Pod", "name": "x", "namespace": "y"}]}, "value of kind must be one of"),
+    ({"resources": [{"kind": "Service", "name": "x", "namespace": "y", "label_selectors": ["a=b"]}]},
+     "parameters are mutually exclusive: name|label_selectors"),
+    ({"resources": [{"kind": "Namespace", "name": "x"}], "colour": "blue"}, "Unsupported parameters"),
+])
+def test_bad_input_is_refused_the_same_way_both_ways(tmp_path, monkeypatch, args, expected):
+    fast, module = both_ways(monkeypatch, play(tmp_path, [{"name": "Wait", "servicemesh.istio.wait_for_ready": args}]))
+    messages = []
+    for run in (fast, module):
+        assert run.rc != 0
+        result = results_of(run, "Wait")[0]
+        assert result.get("failed") and expected in result["msg"], result
+        assert "attempts" not in result, "nothing should have been read"
+        messages.append(result["msg"])
+    assert messages[0] == messages[1]
+
+
+def test_preflight_info_both_ways_agree(tmp_path, monkeypatch, k8s):
+    task = {"name": "Read", "servicemesh.istio.preflight_info": {
+        "helm_binary": "helm", "chart_repo": CHART_REPO, "charts": ["base", "istiod", "nonexistent"],
+        "chart_version": ISTIO_VERSION,
+        "dry_run_create": [
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "preflight-lb", "namespace": "default"},
+             "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}},
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "preflight-bad", "namespace": "default"},
+             "spec": {"type": "Bogus", "ports": [{"port": 80}]}}]}}
+    missing = {"name": "Read missing", "servicemesh.istio.preflight_info": {
+        "nodes": False, "helm_binary": "/nonexistent/helm", "chart_repo": "http://127.0.0.1:9/charts"}}
+    fast, module = both_ways(monkeypatch, play(tmp_path, [task, missing]))
+    assert fast.rc == 0, fast.explain()
+    assert module.rc == 0, module.explain()
+    for name in ("Read", "Read missing"):
+        assert stable(results_of(fast, name)[0]) == stable(results_of(module, name)[0])
+    info = results_of(fast, "Read")[0]
+    assert info["kubernetes"]["version"].startswith("1.")
+    assert [n["ready"] for n in info["nodes"]] == [True, True]
+    assert info["helm"]["version"].startswith("3.") and info["helm"]["error"] == ""
+    charts = info["chart_repo"]["charts"]
+    assert charts["base"]["found"] and charts["base"]["url"].endswith(f"/base-{ISTIO_VERSION}.tgz")
+    assert not charts["nonexistent"]["found"]
+    lb, bad = info["dry_run"]
+    assert lb["accepted"] and lb["message"] == "accepted"
+    assert not bad["accepted"] and "Unsupported value" in bad["message"]
+    gone = results_of(fast, "Read missing")[0]
+    assert "kubernetes" not in gone, "nothing asked of the API server"
+    assert gone["helm"]["version"] == "" and gone["helm"]["error"]
+    assert gone["chart_repo"]["error"]
+    # A dry run creates nothing.
+    assert "preflight-lb" not in [svc.metadata.name for svc in client.CoreV1Api(k8s).list_namespaced_service("default").items]
+
+
+def test_preflight_info_says_when_the_api_server_cannot_be_reached(tmp_path, monkeypatch):
+    task = {"name": "Read", "servicemesh.istio.preflight_info": {"host": "https://127.0.0.1:9", "api_key": "s3cret-token",
+                                                                 "validate_certs": False}}
+    fast, module = both_ways(monkeypatch, play(tmp_path, [task]))
+    for run in (fast, module):
+        result = results_of(run, "Read")[0]
+        assert run.rc != 0 and result["msg"].startswith("Cannot reach the Kubernetes API server at https://127.0.0.1:9"), result
+        assert "s3cret-token" not in run.raw + run.stderr
