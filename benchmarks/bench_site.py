@@ -5,9 +5,11 @@ Run inside the cluster's network namespace, on a cluster without Istio:
     hack/testcluster/cluster.sh exec -- .venv/bin/python benchmarks/bench_site.py --reps 3
 
 Per repetition: teardown, site.yml converge (timed), its no-op rerun (timed),
-`--tags bookinfo` alone (timed), teardown, plain_site.sh (timed). Prints the
-medians and the ratio, and the 10 slowest tasks of one converge
-(ansible.posix.profile_tasks).
+`--tags bookinfo` alone (timed), teardown, plain_site.sh (timed), teardown,
+floor_site.yml (timed: the three kubernetes.core.helm releases and one
+kubernetes.core.k8s apply, nothing else, the least an Ansible run of the same
+steps costs with the modules the collection must use). Prints the medians and
+the ratios, and the 10 slowest tasks of one converge (ansible.posix.profile_tasks).
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--reps", type=int, default=3)
     reps = parser.parse_args().reps
-    results = {"site converge": [], "site no-op rerun": [], "site --tags bookinfo": [], "plain script": []}
+    results = {"site converge": [], "site no-op rerun": [], "site --tags bookinfo": [], "plain script": [],
+               "floor (modules only)": []}
     profile = ""
     for rep in range(reps):
         teardown()
@@ -67,13 +70,20 @@ def main() -> None:
         results["site --tags bookinfo"].append(playbook("site.yml", "--tags", "bookinfo")[0])
         teardown()
         results["plain script"].append(timed(["bash", ROOT / "benchmarks/plain_site.sh", CHART_REPO, ISTIO, BOOKINFO])[0])
+        teardown()
+        floor_env = dict(ENV, SMI_BOOKINFO=BOOKINFO.read_text())
+        results["floor (modules only)"].append(timed([ROOT / ".venv/bin/ansible-playbook", "-i", ROOT / "inventories/local",
+                                                      ROOT / "benchmarks/floor_site.yml"], floor_env)[0])
         print(f"rep {rep + 1}/{reps}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in results.items()), flush=True)
     teardown()
     medians = {k: statistics.median(v) for k, v in results.items()}
     print("\nmedians over", reps, "repetitions:")
     for key, value in medians.items():
         print(f"  {key:22s} {value:6.1f} s   (runs: {', '.join(f'{x:.1f}' for x in results[key])})")
-    print(f"  converge / plain script ratio: {medians['site converge'] / medians['plain script']:.2f}")
+    plain = medians["plain script"]
+    print(f"  converge / plain script ratio: {medians['site converge'] / plain:.2f}")
+    print(f"  floor / plain script ratio:    {medians['floor (modules only)'] / plain:.2f}")
+    print(f"  converge / floor ratio:        {medians['site converge'] / medians['floor (modules only)']:.2f}")
     print("\nslowest tasks of the first converge (profile_tasks):\n" + "\n".join(profile.splitlines()[:10]))
 
 
