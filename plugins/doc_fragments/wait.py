@@ -19,7 +19,8 @@ options:
     default: 300
   initial_sleep:
     description:
-      - Pause after the first unsuccessful attempt, in seconds. Each further pause doubles, up to O(max_sleep).
+      - Pause after the first unsuccessful attempt, in seconds. Each further pause is O(backoff_factor) times longer,
+        up to O(max_sleep).
     type: float
     default: 1
   max_sleep:
@@ -27,4 +28,12 @@ options:
       - Longest pause between two attempts, in seconds.
     type: float
     default: 10
+  backoff_factor:
+    description:
+      - How much longer each pause is than the one before (at least V(1); V(1) polls every O(initial_sleep) seconds).
+      - A factor below 2 with a short O(initial_sleep) notices a quick change sooner, for example V(0.25) and V(1.25)
+        poll at 0, 0.25, 0.56, 0.95, 1.44 and 2.05 seconds.
+    type: float
+    default: 2
+    version_added: 0.2.0
 '''

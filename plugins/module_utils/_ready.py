@@ -404,6 +404,12 @@ def input_errors(params):
     for param in ('timeout', 'progress_interval'):
         if params.get(param) is not None and params[param] < 0:
             errors.append('%s must be >= 0' % param)
+    if params['initial_sleep'] <= 0:
+        errors.append('initial_sleep must be positive')
+    if params['max_sleep'] < params['initial_sleep']:
+        errors.append('max_sleep (%r) must not be smaller than initial_sleep (%r)' % (params['max_sleep'], params['initial_sleep']))
+    if params['backoff_factor'] < 1:
+        errors.append('backoff_factor (%r) must be at least 1' % (params['backoff_factor'],))
     return errors
 
 
@@ -519,7 +525,7 @@ class ReadyWaiter:
             self._report(clock() - start, result)
             return status, result
 
-        backoff = _wait.Backoff(self.params['initial_sleep'], 2, self.params['max_sleep'])
+        backoff = _wait.Backoff(self.params['initial_sleep'], self.params['backoff_factor'], self.params['max_sleep'])
         outcome = _wait.wait_until(check, self.params['timeout'], backoff, clock=clock, sleep=sleep)
         result = dict(changed=False, resources=last.get('resources', []), pods=last.get('pods', []),
                       pending=last.get('pending', []), elapsed=round(outcome.elapsed, 2), attempts=outcome.attempts)

@@ -102,4 +102,5 @@ WAIT_ARGUMENT_SPEC = dict(
     timeout=dict(type='float', default=300),
     initial_sleep=dict(type='float', default=1),
     max_sleep=dict(type='float', default=10),
+    backoff_factor=dict(type='float', default=2),
 )

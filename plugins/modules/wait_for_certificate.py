@@ -280,6 +280,8 @@ class CertificateWaiter:
         for option in ('timeout', 'initial_sleep', 'max_sleep'):
             if params[option] < 0 or (option != 'timeout' and params[option] == 0):
                 module.fail_json(msg='%s must be positive, got %r' % (option, params[option]))
+        if params['backoff_factor'] < 1:
+            module.fail_json(msg='backoff_factor (%r) must be at least 1' % (params['backoff_factor'],))
         if params['max_sleep'] < params['initial_sleep']:
             module.fail_json(msg='max_sleep (%r) must not be smaller than initial_sleep (%r)' % (
                 params['max_sleep'], params['initial_sleep']))
@@ -299,7 +301,7 @@ class CertificateWaiter:
                 module.fail_json(msg='issuer.%s is not a valid regular expression: %s' % (option, exc))
         self.dns_names = [n for n in (params['dns_names'] or []) if n]
         self.timeout = params['timeout']
-        self.backoff = Backoff(params['initial_sleep'], 2.0, params['max_sleep'])
+        self.backoff = Backoff(params['initial_sleep'], params['backoff_factor'], params['max_sleep'])
         self.reader = None
         if self.certificate or self.secret:
             import_error = _k8s.import_kubernetes()

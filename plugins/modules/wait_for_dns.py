@@ -359,6 +359,8 @@ class DnsWaiter:
         for option in ('timeout', 'query_timeout', 'initial_sleep', 'max_sleep'):
             if params[option] < 0 or (option != 'timeout' and params[option] == 0):
                 module.fail_json(msg='%s must be positive, got %r' % (option, params[option]))
+        if params['backoff_factor'] < 1:
+            module.fail_json(msg='backoff_factor (%r) must be at least 1' % (params['backoff_factor'],))
         if params['max_sleep'] < params['initial_sleep']:
             module.fail_json(msg='max_sleep (%r) must not be smaller than initial_sleep (%r)' % (
                 params['max_sleep'], params['initial_sleep']))
@@ -371,7 +373,7 @@ class DnsWaiter:
         for choice in params['fail_on']:
             self.fail_statuses.update(_dns.FAIL_ON_CHOICES[choice])
         self.timeout = params['timeout']
-        self.backoff = Backoff(params['initial_sleep'], 2.0, params['max_sleep'])
+        self.backoff = Backoff(params['initial_sleep'], params['backoff_factor'], params['max_sleep'])
         self.deadline = None
 
     def _query_timeout(self):

@@ -265,6 +265,19 @@ def test_input_errors():
         'resources[0]: Deployment is namespaced, give its namespace',
         'resources[1]: Namespace is cluster-scoped, namespace must not be set']
     assert _ready.input_errors(params()) == ['give at least one entry in resources or pods']
+    pods = [dict(namespace='ns')]
+    assert _ready.input_errors(params(pods=pods, initial_sleep=0, max_sleep=1, backoff_factor=0.5)) == [
+        'initial_sleep must be positive', 'backoff_factor (0.5) must be at least 1']
+    assert _ready.input_errors(params(pods=pods, initial_sleep=2, max_sleep=1)) == [
+        'max_sleep (1) must not be smaller than initial_sleep (2)']
+
+
+def test_a_gentle_backoff_polls_densely_first():
+    script = [{KEY: deployment(updated=0, ready=0, available=0)}] * 4 + [{KEY: deployment()}]
+    result, dummy, dummy = run_waiter(script, resources=[dict(kind='Deployment', name='web', namespace='ns')],
+                                      initial_sleep=0.25, backoff_factor=1.25, max_sleep=2)
+    assert 'failed' not in result and result['attempts'] == 5
+    assert result["elapsed"] == round(0.25 + 0.3125 + 0.390625 + 0.48828125, 2)  # polls at 0, .25, .56, .95, 1.44
 
 
 def test_gather_preflight_reports_helm_and_repository_problems_without_failing():
