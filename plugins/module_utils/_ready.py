@@ -130,11 +130,8 @@ class Reader:
 # Judging objects (pure functions)
 # --------------------------------------------------------------------------
 
-def condition(obj, cond_type):
-    for cond in ((obj or {}).get('status') or {}).get('conditions') or []:
-        if cond.get('type') == cond_type:
-            return cond
-    return None
+# One condition of an object's status, or None (shared with the cert-manager readers).
+condition = _k8s.condition
 
 
 def _generation_observed(obj):
