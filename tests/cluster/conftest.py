@@ -192,3 +192,43 @@ def cert_manager_crds(kubeconfig):
                      "crd/certificaterequests.cert-manager.io", "crd/orders.acme.cert-manager.io",
                      "crd/challenges.acme.cert-manager.io", "crd/issuers.cert-manager.io")
     assert waited.returncode == 0, waited.stderr
+
+
+# --- running the collection's modules in a small play -----------------------
+
+VOLATILE = ("elapsed", "attempts", "invocation", "_ansible_no_log", "warnings", "deprecations", "exception")
+
+
+def module_play(tmp_path, tasks, name="play.yml"):
+    """A playbook of `tasks` against the local inventory, with the site's module_defaults."""
+    path = tmp_path / name
+    path.write_text(json.dumps([{
+        "name": "Module tasks",
+        "hosts": "servicemesh_controller",
+        "gather_facts": False,
+        "module_defaults": {"group/servicemesh.istio.kubernetes": {
+            "kubeconfig": "{{ servicemesh_istio_kubeconfig }}", "context": "{{ servicemesh_istio_context }}"}},
+        "tasks": tasks,
+    }]))
+    return path
+
+
+def results_of(run, prefix):
+    """Results of the tasks whose name starts with `prefix`."""
+    return [r for name, _h, r in run.task_results() if name.startswith(prefix)]
+
+
+def stable(result):
+    """A result without what differs from one run to the next (timings) or between the two ways (bookkeeping)."""
+    out = {k: v for k, v in result.items() if k not in VOLATILE}
+    out["msg"] = " ".join(str(out.get("msg", "")).split()).rsplit(" after ", maxsplit=1)[-1] if out.get("failed") else out.get("msg")
+    return out
+
+
+def both_ways(monkeypatch, playbook, *args):
+    """Run a playbook with the modules in the controller's process, then as modules."""
+    monkeypatch.setenv("SERVICEMESH_ISTIO_IN_PROCESS", "1")
+    fast = run_playbook(playbook, *args)
+    monkeypatch.setenv("SERVICEMESH_ISTIO_IN_PROCESS", "0")
+    module = run_playbook(playbook, *args)
+    return fast, module

@@ -6,17 +6,19 @@ the role applies; istiod's injection webhook, which gives the sidecar client
 its istio-proxy (and leaves the plaintext client alone); the pods the role
 creates, waits for, reads and deletes, and their events (the real scheduler's).
 
-Simulated: the test cluster has no data plane (KWOK nodes run no container),
-so no curl ever runs and no Envoy ever answers. Each client pod's outcome is
-what a real one would report, played by the KWOK stage
-hack/testcluster/kwok/smistio-pod-complete.yaml: the test sets, through the
-role's test hooks (mtls_verify_client_extra_labels / _annotations), the label
-smistio.test/complete and the annotations smistio.test/exit-code (the
-container's exit code) and smistio.test/termination-message (its termination
-message, which the real client script writes to /dev/termination-log). A
-client "never finishes" when the label is left out. The kubelet logs API is
-not reachable on KWOK nodes, so the role's log reading falls back to the
-termination message (exercised by the "not enforced" case).
+Stand-in: the test cluster has no data plane (KWOK nodes run no container),
+so no curl ever runs and no Envoy ever answers. tests/cluster/standins.py plays
+each client's curl and decides its outcome from what the real istiod pushes:
+the target Service and pod behind the role's TARGET_URL, the target's inbound
+filter chains for the port (plaintext accepted or not), and the sidecar
+client's outbound cluster (mutual TLS or plaintext). The outcome reaches the
+pod the way a real one's does, as exit code and termination message, through
+the KWOK stage hack/testcluster/kwok/smistio-pod-complete.yaml. So each failure
+below comes from a real misconfiguration (a PERMISSIVE exception, a
+DestinationRule disabling TLS, a wrong target URL); only "a client that never
+finishes" is injected (the stand-in leaves that client running, as a hung
+curl would). The kubelet logs API is not reachable on KWOK nodes, so the
+role's log reading falls back to the termination message.
 
 Bookinfo runs in its own namespace; the module installs Istio and Bookinfo
 with site.yml first and leaves the cluster without them (playbooks/teardown.yml).
@@ -30,6 +32,7 @@ import pytest
 from kubernetes import client
 
 from conftest import REPO_ROOT, run_playbook
+from standins import CurlClientStandIn
 
 SITE = REPO_ROOT / "playbooks/site.yml"
 TEARDOWN = REPO_ROOT / "playbooks/teardown.yml"
@@ -39,38 +42,21 @@ URL = "http://productpage:9080/productpage"
 CLIENTS = ("mtls-verify-plaintext", "mtls-verify-sidecar")
 
 # What each client's script prints (and writes to /dev/termination-log) on a
-# real cluster, for the outcomes simulated here.
+# real cluster: the stand-in writes the same line for the outcome it decides.
 REFUSED = (f"client=plaintext url={URL} curl_exit=56 http_code=000 exit=56 "
            "error=curl: (56) Recv failure: Connection reset by peer")
-PLAINTEXT_ANSWERED = f"client=plaintext url={URL} curl_exit=0 http_code=200 exit=0"
-UNREACHABLE = (f"client=plaintext url={URL} curl_exit=7 http_code=000 exit=7 "
-               "error=curl: (7) Failed to connect to productpage port 9080")
 SIDECAR_OK = f"client=sidecar url={URL} curl_exit=0 http_code=200 exit=0"
 SIDECAR_REFUSED = (f"client=sidecar url={URL} curl_exit=56 http_code=000 exit=56 "
                    "error=curl: (56) Recv failure: Connection reset by peer")
+PASS = {"mtls_verify_namespace": NS}
 
 
-def outcome(exit_code: int | None, message: str | None = None) -> tuple[dict, dict]:
-    """Labels and annotations that make the fake node end a client pod with
-    this exit code and termination message; exit_code None: it never ends."""
-    if exit_code is None:
-        return {}, {}
-    annotations = {"smistio.test/exit-code": str(exit_code)}
-    if message:
-        annotations["smistio.test/termination-message"] = message
-    return {"smistio.test/complete": "true"}, annotations
-
-
-def simulate(plaintext: tuple[dict, dict], sidecar: tuple[dict, dict], **extra) -> dict:
-    return {
-        "mtls_verify_namespace": NS,
-        "mtls_verify_client_extra_labels": {"plaintext": plaintext[0], "sidecar": sidecar[0]},
-        "mtls_verify_client_extra_annotations": {"plaintext": plaintext[1], "sidecar": sidecar[1]},
-        **extra,
-    }
-
-
-PASS = simulate(outcome(56, REFUSED), outcome(0, SIDECAR_OK))
+@pytest.fixture
+def curl(k8s):
+    """The clients' curl, played from the pushed configuration (see the module docstring)."""
+    with CurlClientStandIn(k8s, NS) as standin:
+        yield standin
+    assert not standin.errors, standin.errors
 
 
 def peer_authentication(api, namespace: str = NS, name: str = "default") -> dict | None:
@@ -148,7 +134,7 @@ def mesh(k8s):
         assert down.rc == 0, down.explain()
 
 
-def test_strict_enforced_and_proven_both_ways(k8s, mesh):
+def test_strict_enforced_and_proven_both_ways(k8s, mesh, curl):
     """site.yml --tags mtls: refused + 200 = pass; the verdict is printed at the end."""
     run = run_playbook(SITE, "--tags", "mtls", extra_vars=PASS)
     assert run.rc == 0, run.explain()
@@ -170,6 +156,12 @@ def test_strict_enforced_and_proven_both_ways(k8s, mesh):
     assert verdict["negative_exit_code"] == 56 and verdict["positive_status"] == 200
     assert verdict["negative_output"] == REFUSED and verdict["positive_output"] == SIDECAR_OK
     assert "mTLS STRICT is enforced" in verdict["message"]
+    # Each Bookinfo sidecar's inbound port, from the configuration istiod pushes.
+    inbound = verdict["inbound"]
+    assert sorted(i["pod"].rsplit("-", 2)[0] for i in inbound) == [
+        "details-v1", "productpage-v1", "ratings-v1", "reviews-v1", "reviews-v2", "reviews-v3"], inbound
+    assert {(i["port"], i["mode"], i["source"]) for i in inbound} == {(9080, "strict", "istiod")}, inbound
+    assert [d["exit"] for d in sorted(curl.decisions, key=lambda d: d["pod"])] == [56, 0], curl.decisions
     assert_no_client_pods(k8s)
 
 
@@ -183,7 +175,7 @@ def test_the_crd_and_istiod_refuse_an_invalid_peer_authentication(k8s, mesh):
     assert err.value.status in (400, 422) and "STRICTEST" in err.value.body, err.value.body
 
 
-def test_second_run_changes_nothing(k8s, mesh):
+def test_second_run_changes_nothing(k8s, mesh, curl):
     run = run_playbook(MTLS, extra_vars=PASS)
     assert run.rc == 0 and run.changed == 0, run.explain()
     assert_no_client_pods(k8s)
@@ -208,38 +200,62 @@ def test_check_mode_changes_nothing(k8s, mesh):
     assert_no_client_pods(k8s)
 
 
+@pytest.fixture
+def reviews_exception(k8s, mesh):
+    """A workload policy that keeps productpage's port 9080 PERMISSIVE under the namespace's STRICT."""
+    client.CustomObjectsApi(k8s).create_namespaced_custom_object("security.istio.io", "v1", NS, "peerauthentications", {
+        "apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+        "metadata": {"name": "productpage-exception", "namespace": NS},
+        "spec": {"selector": {"matchLabels": {"app": "productpage"}}, "portLevelMtls": {"9080": {"mode": "PERMISSIVE"}}}})
+    yield
+    delete_peer_authentication(k8s, NS, "productpage-exception")
+
+
+def test_a_port_left_permissive_fails_the_pushed_config_check_naming_pod_and_port(k8s, reviews_exception, curl):
+    run = run_playbook(MTLS, extra_vars={**PASS, "mtls_verify_pushed_config_timeout": 5})
+    assert run.rc != 0, run.explain()
+    message = " ".join(run.failures())
+    assert f"{NS}/productpage-v1-" in message and \
+        "port 9080: inbound mode permissive (accepts mtls, plaintext), expected strict" in message, message
+    assert "reviews" not in message and "ratings" not in message, message
+    # Failed before the proof: no client was started.
+    assert not curl.decisions and not results_of(run, "Start the client pods")
+    assert peer_authentication(k8s)["spec"]["mtls"]["mode"] == "STRICT"
+
+
 @pytest.mark.parametrize(
-    ("plaintext", "sidecar", "extra", "expected"),
+    ("extra", "hang", "expected"),
     [
-        (outcome(0, PLAINTEXT_ANSWERED), outcome(0), {},
+        ({"mtls_verify_pushed_config_check": False}, (),
          ["mTLS is not enforced", "got an HTTP answer in plaintext", "http_code=200"]),
-        (outcome(56, REFUSED), outcome(56, SIDECAR_REFUSED), {},
-         ["The mesh is broken", "did not get HTTP 200", f"Client output: {SIDECAR_REFUSED}"]),
-        (outcome(None), outcome(0, SIDECAR_OK), {"mtls_verify_client_timeout": 6},
+        ({"mtls_verify_client_timeout": 6}, ("mtls-verify-plaintext",),
          ["Timeout:", f"client pod {NS}/mtls-verify-plaintext did not finish within 6 s", "phase Running",
           "[Scheduled] Successfully assigned " + NS + "/mtls-verify-plaintext", f"client pod {NS}/mtls-verify-sidecar finished"]),
-        (outcome(7, UNREACHABLE), outcome(0, SIDECAR_OK), {},
-         ["Inconclusive", "could not reach", "exit code 7", "proves nothing about mTLS"]),
+        ({"mtls_verify_target_url": "http://productpage-typo:9080/productpage"}, (),
+         ["Inconclusive", "could not reach", "exit code 6", "Could not resolve host: productpage-typo",
+          "proves nothing about mTLS"]),
     ],
-    ids=["plaintext-answered-not-enforced", "sidecar-refused-mesh-broken", "client-never-finishes", "unreachable"],
+    ids=["plaintext-answered-not-enforced", "client-never-finishes", "wrong-target-url"],
 )
-def test_failed_proof_says_why_and_leaves_no_pod(k8s, mesh, plaintext, sidecar, extra, expected):
+def test_failed_proof_says_why_and_leaves_no_pod(k8s, mesh, request, curl, extra, hang, expected):
+    if extra.get("mtls_verify_pushed_config_check") is False:
+        request.getfixturevalue("reviews_exception")
+    curl.hang = set(hang)
     t0 = time.monotonic()
-    run = run_playbook(MTLS, extra_vars=simulate(plaintext, sidecar, **extra))
+    run = run_playbook(MTLS, extra_vars={**PASS, **extra})
     assert run.rc != 0, run.explain()
     message = " ".join(run.failures())
     for text in expected:
         assert text in message, message
     assert_no_client_pods(k8s)
     verdict = verdict_of(run)
-    if extra.get("mtls_verify_client_timeout"):
+    if hang:
         assert verdict["proven"] is False and verdict["enforced"] is None
         assert time.monotonic() - t0 < 120
     else:
-        assert verdict["negative_exit_code"] == (plaintext[1].get("smistio.test/exit-code") and
-                                                 int(plaintext[1]["smistio.test/exit-code"]))
+        decided = {d["pod"]: d["exit"] for d in curl.decisions}
+        assert verdict["negative_exit_code"] == decided["mtls-verify-plaintext"]
         assert verdict["enforced"] is (verdict["negative_exit_code"] == 56)
-        assert verdict["positive_status"] == (200 if sidecar[1]["smistio.test/exit-code"] == "0" else None)
     # The policy stays as applied: the proof failing does not undo enforcement.
     assert peer_authentication(k8s)["spec"]["mtls"]["mode"] == "STRICT"
 
@@ -266,7 +282,7 @@ def risky_objects(k8s, mesh):
         "networking.istio.io", "v1", NS, "destinationrules", "productpage-plaintext")
 
 
-def test_pre_enforcement_checks_refuse_then_warn_when_forced(k8s, risky_objects):
+def test_pre_enforcement_checks_refuse_then_warn_when_forced(k8s, risky_objects, curl):
     delete_peer_authentication(k8s)
     refused = run_playbook(MTLS, extra_vars=PASS)
     assert refused.rc != 0, refused.explain()
@@ -280,18 +296,24 @@ def test_pre_enforcement_checks_refuse_then_warn_when_forced(k8s, risky_objects)
     assert peer_authentication(k8s) is None
     assert refused.changed == 0 and not results_of(refused, "Start the client pods"), refused.explain()
 
+    # Forced, the policy is applied with warnings, and the proof then shows what the
+    # warning said: the sidecar client's proxy sends plaintext to productpage
+    # (the DestinationRule, as istiod pushes it), and productpage refuses it.
     forced = run_playbook(MTLS, extra_vars={**PASS, "mtls_verify_force": True})
-    assert forced.rc == 0, forced.explain()
+    assert forced.rc != 0, forced.explain()
     warnings = [r["msg"] for r in results_of(forced, "Warn about what mTLS would break")[0]["results"]]
     assert any(w.startswith("WARNING: Pods without an istio-proxy sidecar") and f"{NS}/legacy-client" in w
                for w in warnings), warnings
     assert any("productpage-plaintext (host productpage): tls.mode DISABLE" in w for w in warnings), warnings
-    assert verdict_of(forced)["risks"] and verdict_of(forced)["enforced"] is True
+    message = " ".join(forced.failures())
+    assert "The mesh is broken" in message and f"Client output: {SIDECAR_REFUSED}" in message, message
+    verdict = verdict_of(forced)
+    assert verdict["risks"] and verdict["enforced"] is True and verdict["positive_exit_code"] == 56
     assert peer_authentication(k8s)["spec"]["mtls"]["mode"] == "STRICT"
     assert_no_client_pods(k8s)
 
 
-def test_mesh_wide_scope(k8s, mesh):
+def test_mesh_wide_scope(k8s, mesh, curl):
     """A PeerAuthentication in the root namespace, proven from Bookinfo's namespace."""
     try:
         run = run_playbook(MTLS, extra_vars={**PASS, "mtls_verify_scope": "mesh"})

@@ -10,47 +10,11 @@ is really Pending with the scheduler's FailedScheduling event.
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from kubernetes import client
 
-from conftest import CHART_REPO, ISTIO_VERSION, run_playbook
-
-VOLATILE = ("elapsed", "attempts", "invocation", "_ansible_no_log", "warnings", "deprecations", "exception")
-
-
-def play(tmp_path, tasks, name="play.yml"):
-    """A playbook of `tasks` against the local inventory, with the site's module_defaults."""
-    path = tmp_path / name
-    path.write_text(json.dumps([{
-        "name": "Ready modules",
-        "hosts": "servicemesh_controller",
-        "gather_facts": False,
-        "module_defaults": {"group/servicemesh.istio.kubernetes": {
-            "kubeconfig": "{{ servicemesh_istio_kubeconfig }}", "context": "{{ servicemesh_istio_context }}"}},
-        "tasks": tasks,
-    }]))
-    return path
-
-
-def results_of(run, prefix):
-    return [r for name, _h, r in run.task_results() if name.startswith(prefix)]
-
-
-def stable(result):
-    """A result without what differs from one run to the next (timings) or between the two ways (bookkeeping)."""
-    out = {k: v for k, v in result.items() if k not in VOLATILE}
-    out["msg"] = " ".join(str(out.get("msg", "")).split()).rsplit(" after ", maxsplit=1)[-1] if out.get("failed") else out.get("msg")
-    return out
-
-
-def both_ways(monkeypatch, playbook, *args):
-    monkeypatch.setenv("SERVICEMESH_ISTIO_IN_PROCESS", "1")
-    fast = run_playbook(playbook, *args)
-    monkeypatch.setenv("SERVICEMESH_ISTIO_IN_PROCESS", "0")
-    module = run_playbook(playbook, *args)
-    return fast, module
+from conftest import CHART_REPO, ISTIO_VERSION, both_ways, results_of, stable
+from conftest import module_play as play
 
 
 @pytest.fixture
