@@ -19,7 +19,9 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = REPO_ROOT / "hack/testcluster/cluster.sh"
 BUILD = REPO_ROOT / "hack/testcluster/build.sh"
-NETNS = "smistio-lc"
+# Its own namespace, apart from the main cluster's; SMI_LC_NETNS lets people
+# who share a machine run these tests side by side.
+NETNS = os.environ.get("SMI_LC_NETNS", "smistio-lc")
 
 
 @pytest.fixture
