@@ -51,8 +51,8 @@ def index(pages: dict[str, str], current: str) -> str:
     rows = ["| Plugin | Type | What it does |", "| --- | --- | --- |"]
     for name, text in sorted(pages.items()):
         title = next(line for line in text.splitlines() if line.startswith(f"{COLLECTION}."))
-        fqcn_kind, _, short = title.partition(" -- ")
-        fqcn, _, kind = fqcn_kind.rpartition(" ")
+        fqcn_kind, short = title.split(" -- ", 1)
+        fqcn, kind = fqcn_kind.rsplit(" ", 1)
         short = short.strip().replace("|", "\\|")
         rows.append(f"| [`{fqcn}`](plugins/{name}) | {kind} | {short} |")
     if BEGIN not in current or END not in current:

@@ -504,9 +504,8 @@ class ReadyWaiter:
             try:
                 events = self.reader.list('Event', namespace)
             except unreadable as exc:
-                out.append('(events of %s could not be read: %s)' % (namespace, _k8s.api_error_text(exc)
-                                                                      if isinstance(exc, _k8s.ApiException)
-                                                                      else _k8s.transport_error_text(exc)))
+                why = _k8s.api_error_text(exc) if isinstance(exc, _k8s.ApiException) else _k8s.transport_error_text(exc)
+                out.append('(events of %s could not be read: %s)' % (namespace, why))
                 continue
             latest = describe_events(events, self.params['events'], names if not self.params['pods'] else None)
             out.extend('%s: %s' % (namespace, line) for line in latest)

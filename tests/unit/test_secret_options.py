@@ -103,7 +103,7 @@ def test_the_check_finds_what_it_must():
     assert unmarked("x", {"tsig": {"type": "dict", "options": {"key_secret": {"type": "str"}}}}) == ["tsig.key_secret"]
     assert unmarked("x", {"tsig": {"type": "dict", "options": {"key_secret": {"type": "str", "no_log": True}}}}) == []
     roles = {p.parent.parent.name: yaml.safe_load(p.read_text())["argument_specs"] for p in ROLE_SPECS}
-    found = [name for entry in roles["ingress_tls"].values() for name, _ in walk(entry.get("options", {}))
+    found = [name for entry in roles["ingress_tls"].values() for name, dummy in walk(entry.get("options", {}))
              if looks_secret(name)]
     assert {"ingress_tls_dns_tsig_key_secret", "ingress_tls_dns01_rfc2136_tsig_secret",
             "ingress_tls_dns01_secret_data"} <= set(found), found
