@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Static gates: yamllint, ansible-lint (production profile with the opt-in
-# rules no-log-password and role-argument-spec, see .ansible-lint) and
-# `ansible-playbook --syntax-check` of every playbook against every inventory.
+# rules no-log-password and role-argument-spec, see .ansible-lint),
+# antsibull-changelog lint, antsibull-docs lint-collection-docs (plugin and
+# role docs) with docs/plugins/ current, and `ansible-playbook --syntax-check`
+# of every playbook against every inventory.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export ANSIBLE_COLLECTIONS_PATH="$PWD/.collections" ANSIBLE_CONFIG="$PWD/ansible.cfg" NO_COLOR=1 ANSIBLE_NOCOLOR=1
@@ -19,6 +21,15 @@ echo "ansible-lint: clean"
 echo "== changelog fragments"
 $V/antsibull-changelog lint
 echo "antsibull-changelog: clean"
+
+echo "== collection docs (antsibull-docs)"
+# Plugin and role documentation against antsibull-docs' schemas and markup,
+# and docs/plugins/ generated from the code (hack/gen_plugin_docs.py).
+root=$PWD
+(cd .collections/ansible_collections/servicemesh/istio &&
+  "$root/$V/antsibull-docs" lint-collection-docs --plugin-docs --validate-collection-refs self .)
+$V/python hack/gen_plugin_docs.py --check
+echo "antsibull-docs: clean, docs/plugins current"
 
 echo "== syntax check"
 shopt -s nullglob

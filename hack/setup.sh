@@ -48,7 +48,11 @@ if [ ! -x "$venv/bin/ansible-playbook" ] || [ ! -f "$venv/.complete" ]; then
   touch "$venv/.complete"
 fi
 ln -sfn "$venv" .venv
-log "Python tool chain: $(.venv/bin/ansible --version | head -1), $(.venv/bin/ansible-lint --version 2>/dev/null | head -1 | cut -d' ' -f1-2)"
+# Read each tool's whole output, then keep its first line: `| head -1` closes
+# the pipe early and ansible then dies with a "Broken pipe" traceback.
+first_line() { local out; out=$(NO_COLOR=1 "$@" 2>/dev/null) || true; printf '%s' "${out%%$'\n'*}"; }
+lint_version=$(first_line .venv/bin/ansible-lint --version)
+log "Python tool chain: $(first_line .venv/bin/ansible --version), $(cut -d' ' -f1-2 <<<"$lint_version")"
 
 # --- the collection under development, visible by FQCN ----------------------
 mkdir -p .collections/ansible_collections/servicemesh

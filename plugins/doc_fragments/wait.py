@@ -35,5 +35,4 @@ options:
         poll at 0, 0.25, 0.56, 0.95, 1.44 and 2.05 seconds.
     type: float
     default: 2
-    version_added: 0.2.0
 '''

@@ -16,6 +16,7 @@ import base64
 import importlib
 import json
 import os
+import re
 import traceback
 
 
@@ -143,6 +144,34 @@ def auth_params(params, environ=None):
     return auth
 
 
+def missing_kubeconfig(params, environ=None):
+    """A message naming the kubeconfig file(s) and where the path came from when
+    none of them exists, else ``None``.
+
+    The kubernetes client silently skips kubeconfig files that do not exist and
+    then says only "No configuration found"; this says which path was read and
+    which setting gave it.
+    """
+    environ = os.environ if environ is None else environ
+    if params.get('kubeconfig') is not None:
+        value, source = params['kubeconfig'], 'the kubeconfig option'
+    elif environ.get('K8S_AUTH_KUBECONFIG') is not None:
+        value, source = environ['K8S_AUTH_KUBECONFIG'], 'K8S_AUTH_KUBECONFIG'
+    elif params.get('host') or environ.get('K8S_AUTH_HOST') or environ.get('KUBERNETES_SERVICE_HOST'):
+        return None
+    elif environ.get('KUBECONFIG'):
+        value, source = environ['KUBECONFIG'], 'KUBECONFIG'
+    else:
+        value, source = '~/.kube/config', "the default, as no kubeconfig option, K8S_AUTH_KUBECONFIG or KUBECONFIG is set"
+    if not isinstance(value, str) or not value:
+        return None
+    paths = [p for p in value.split(os.pathsep) if p]
+    if any(os.path.exists(os.path.expanduser(p)) for p in paths):
+        return None
+    return 'the kubeconfig file %s does not exist (from %s)' % (
+        ', '.join("'%s'" % p for p in paths), source)
+
+
 def build_api_client(params, environ=None):
     """A ``kubernetes.client.ApiClient`` configured like kubernetes.core does."""
     auth = auth_params(params, environ)
@@ -161,6 +190,9 @@ def build_api_client(params, environ=None):
             if auth.get('persist_config') is not None:
                 optional['persist_config'] = auth['persist_config']
             kubeconfig = auth.get('kubeconfig')
+            missing = missing_kubeconfig(params, environ)
+            if missing and not have('host'):
+                raise KubeConfigError(missing)
             if isinstance(kubeconfig, dict):
                 kubernetes.config.load_kube_config_from_dict(config_dict=kubeconfig, **optional)
             elif kubeconfig or auth.get('context'):
@@ -203,6 +235,17 @@ def api_error_text(exc):
                 message = ''
         return 'HTTP %s %s%s' % (exc.status, reason, (': %s' % message) if message else '')
     return str(exc).split('\n', maxsplit=1)[0]
+
+
+def transport_error_text(exc):
+    """The innermost reason of a connection error, in one line: urllib3 wraps
+    it (MaxRetryError, then NewConnectionError, whose text starts with the
+    connection's repr, "HTTPSConnection(host='...', port=...): ")."""
+    seen = 0
+    while getattr(exc, 'reason', None) is not None and seen < 5:
+        exc, seen = exc.reason, seen + 1
+    text = str(exc).split('\n', maxsplit=1)[0] or exc.__class__.__name__
+    return re.sub(r"^<?[A-Za-z]*Connection(Pool)?(\(host=[^)]*\)| object at 0x[0-9a-f]+>):\s*", '', text)
 
 
 def is_fatal_api_error(exc):

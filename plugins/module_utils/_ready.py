@@ -475,8 +475,10 @@ class ReadyWaiter:
             status = 'fatal' if _k8s.is_fatal_api_error(exc) else 'retry'
             return status, dict(error=_k8s.api_error_text(exc), resources=[], pods=[], pending=[])
         except transport_errors() as exc:
-            # Connection refused, TLS or DNS errors from urllib3: the API server may come back.
-            return 'retry', dict(error=str(exc).split('\n', maxsplit=1)[0], resources=[], pods=[], pending=[])
+            # Connection refused, TLS or DNS errors from urllib3: nothing answered;
+            # the API server may come back.
+            return 'retry', dict(error=_k8s.transport_error_text(exc), unreachable=True,
+                                 resources=[], pods=[], pending=[])
         result = dict(resources=resources, pods=pods, pending=pending)
         return ('retry' if pending else 'ok'), result
 
@@ -502,7 +504,8 @@ class ReadyWaiter:
             try:
                 events = self.reader.list('Event', namespace)
             except unreadable as exc:
-                out.append('(events of %s could not be read: %s)' % (namespace, exc))
+                why = _k8s.api_error_text(exc) if isinstance(exc, _k8s.ApiException) else _k8s.transport_error_text(exc)
+                out.append('(events of %s could not be read: %s)' % (namespace, why))
                 continue
             latest = describe_events(events, self.params['events'], names if not self.params['pods'] else None)
             out.extend('%s: %s' % (namespace, line) for line in latest)
@@ -518,6 +521,9 @@ class ReadyWaiter:
 
         def check(remaining):
             status, result = self.check(remaining)
+            # The latest attempt only: an error of an earlier attempt (an API
+            # outage) must not colour what the last one saw.
+            last.clear()
             last.update(result)
             self._report(clock() - start, result)
             return status, result
@@ -530,7 +536,11 @@ class ReadyWaiter:
             return result
         events = self._events() if self.params['events'] else []
         result['events'] = events
-        if last.get('error'):
+        if last.get('unreachable'):
+            host = getattr(getattr(getattr(self.reader, 'api', None), 'configuration', None), 'host', None)
+            why = 'no answer from the API server%s at the last attempt (%s)' % (
+                ' at %s' % host if host else '', last['error'])
+        elif last.get('error'):
             why = 'the API server answered: %s' % last['error']
         else:
             why = 'not ready: %s' % '; '.join(last.get('pending', []))
@@ -679,4 +689,4 @@ def run_preflight_info(params, run_command, open_url):
     except transport_errors() as exc:
         host = getattr(getattr(reader, 'api', None), 'configuration', None)
         return dict(failed=True, msg='Cannot reach the Kubernetes API server%s: %s' % (
-            ' at %s' % host.host if host is not None else '', str(exc).split('\n', maxsplit=1)[0]))
+            ' at %s' % host.host if host is not None else '', _k8s.transport_error_text(exc)))

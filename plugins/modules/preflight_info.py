@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: preflight_info
 short_description: Read what a mesh install needs to know before it changes anything
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Reads, in one task, the facts the collection's preflight checks judge, and returns them; it judges nothing itself
     except that the Kubernetes API server can be reached.

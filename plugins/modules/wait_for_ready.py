@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: wait_for_ready
 short_description: Wait until Kubernetes objects and pods are ready, and say why not
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Waits, in one task, until every listed object is ready and every listed set of pods passes its checks, then
     returns what it found (for example a Service's external address).

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,7 +19,9 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = REPO_ROOT / "hack/testcluster/cluster.sh"
 BUILD = REPO_ROOT / "hack/testcluster/build.sh"
-NETNS = "smistio-lc"
+# Its own namespace, apart from the main cluster's; SMI_LC_NETNS lets people
+# who share a machine run these tests side by side.
+NETNS = os.environ.get("SMI_LC_NETNS", "smistio-lc")
 
 
 @pytest.fixture
@@ -79,11 +82,28 @@ def test_stale_state_is_refused_with_the_fix(lc_env):
     assert not netns_exists(NETNS)
 
 
-def test_not_root_is_refused_with_the_fix(lc_env):
+@pytest.fixture
+def scripts_for_anyone():
+    """A copy of hack/testcluster that any user can read and enter: the clone
+    itself may live where other users cannot (root's home is 0700), and the
+    not-root test runs the script as nobody."""
+    top = Path(tempfile.mkdtemp(prefix="smistio-lc-scripts-"))
+    try:
+        shutil.copytree(CLUSTER.parent, top / "hack/testcluster", ignore=shutil.ignore_patterns("__pycache__"))
+        for path in [top, *top.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        yield top
+    finally:
+        shutil.rmtree(top)
+
+
+def test_not_root_is_refused_with_the_fix(lc_env, scripts_for_anyone):
+    cluster = scripts_for_anyone / "hack/testcluster/cluster.sh"
     proc = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "bash", str(CLUSTER), "start"],
-        env=lc_env, capture_output=True, text=True, check=False, timeout=60,
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "bash", str(cluster), "start"],
+        env=lc_env, cwd=scripts_for_anyone, capture_output=True, text=True, check=False, timeout=60,
     )
+    assert "Permission denied" not in proc.stderr, proc.stderr
     assert proc.returncode != 0
     assert "needs root" in proc.stderr and "sudo" in proc.stderr
     assert not netns_exists(NETNS)

@@ -107,3 +107,43 @@ def test_issuance_details_picks_latest_request_and_its_order():
         'Challenge gw-2-1-a (istio.example.com, DNS-01): state invalid',
     ]
     assert _k8s.issuance_details(cert, [], orders, challenges) == []
+
+
+# ---------------------------------------------------------------------------
+# A kubeconfig path that does not exist: the path and where it came from
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize('params, environ, source', [
+    ({'kubeconfig': '{missing}'}, {}, 'from the kubeconfig option'),
+    ({}, {'K8S_AUTH_KUBECONFIG': '{missing}'}, 'from K8S_AUTH_KUBECONFIG'),
+    ({}, {'KUBECONFIG': '{missing}'}, 'from KUBECONFIG'),
+    ({'kubeconfig': '{missing}'}, {'K8S_AUTH_KUBECONFIG': '/elsewhere'}, 'from the kubeconfig option'),
+])
+def test_a_missing_kubeconfig_names_the_path_and_the_setting(tmp_path, params, environ, source):
+    missing = str(tmp_path / 'no-such-kubeconfig.yaml')
+    params = {k: v.format(missing=missing) for k, v in params.items()}
+    environ = {k: v.format(missing=missing) for k, v in environ.items()}
+    assert _k8s.import_kubernetes() is None
+    with pytest.raises(_k8s.KubeConfigError) as caught:
+        _k8s.build_api_client(params, environ=environ)
+    msg = str(caught.value)
+    assert msg == "the kubeconfig file '%s' does not exist (%s)" % (missing, source), msg
+    assert 'No configuration found' not in msg
+
+
+def test_the_default_kubeconfig_is_named_when_nothing_is_set(tmp_path, monkeypatch):
+    assert _k8s.import_kubernetes() is None
+    monkeypatch.setenv('HOME', str(tmp_path))  # ~ is expanded from the process's HOME
+    with pytest.raises(_k8s.KubeConfigError) as caught:
+        _k8s.build_api_client({}, environ={})
+    assert "'~/.kube/config' does not exist (from the default" in str(caught.value), str(caught.value)
+
+
+def test_an_existing_kubeconfig_in_a_list_is_enough(tmp_path):
+    good = tmp_path / 'config'
+    good.write_text('apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: "https://127.0.0.1:6443"}}]\n'
+                    'users: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\n'
+                    'current-context: x\n')
+    assert _k8s.missing_kubeconfig({'kubeconfig': '%s:%s' % (tmp_path / 'nope', good)}, environ={}) is None
+    client = _k8s.build_api_client({'kubeconfig': str(good)}, environ={})
+    assert client.configuration.host == 'https://127.0.0.1:6443'

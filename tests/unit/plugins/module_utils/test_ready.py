@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.servicemesh.istio.plugins.module_utils import _ready
+from ansible_collections.servicemesh.istio.plugins.module_utils import _k8s, _ready
 from ansible_collections.servicemesh.istio.plugins.module_utils._wait import WAIT_ARGUMENT_SPEC
 
 
@@ -307,3 +307,78 @@ def test_gather_preflight_resolves_relative_chart_urls_and_reads_helm():
         dict(nodes=False, dry_run_create=[], helm_binary=None, chart_repo='http://127.0.0.1:9/r',
              charts=['base'], chart_version='1', request_timeout=2), None, None, lambda url, timeout: b'<html>')
     assert 'not a Helm repository index' in bad['chart_repo']['error']
+
+
+# ---------------------------------------------------------------------------
+# Messages after an API outage: nothing answered is not "the API server answered"
+# ---------------------------------------------------------------------------
+
+def _refused():
+    """The exception urllib3 raises when the API server's port is closed, built
+    from a real refused connection to a closed loopback port."""
+    import socket
+
+    import urllib3
+
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]  # bound, not listening: connections are refused
+        pool = urllib3.HTTPSConnectionPool('127.0.0.1', port, retries=urllib3.Retry(0, raise_on_redirect=False))
+        with pytest.raises(urllib3.exceptions.HTTPError) as caught:
+            pool.request('GET', '/api/v1/namespaces/ns/pods', timeout=2)
+    return caught.value
+
+
+class Outage(FakeReader):
+    """The API server is down for the attempts the script marks None, then back."""
+
+    def _state(self):
+        state = super()._state()
+        if state is None:
+            raise _refused()
+        return state
+
+
+def test_an_outage_to_the_end_says_nothing_answered_not_that_the_server_answered():
+    result, lines, dummy = run_waiter([None], resources=[dict(kind='Deployment', name='web', namespace='ns')],
+                                      reader_class=Outage, timeout=12, progress_interval=10, events=0)
+    msg = result['msg']
+    assert result['failed'] and msg.startswith('Timed out after 12 s'), msg
+    assert 'the API server answered' not in msg, msg
+    assert 'no answer from the API server at the last attempt (' in msg and 'Connection refused' in msg, msg
+    # One line, no urllib3 wrapper text.
+    assert 'HTTPSConnectionPool' not in msg and 'Max retries' not in msg and '\n' not in msg, msg
+    assert lines and 'Connection refused' in lines[0] and 'HTTPSConnection' not in lines[0], lines
+
+
+def test_after_an_outage_the_message_is_about_what_the_last_attempt_saw():
+    pending = {KEY: deployment(updated=0, ready=0, available=0)}
+    result, dummy, dummy2 = run_waiter([None, None, pending], resources=[dict(kind='Deployment', name='web', namespace='ns')],
+                                       reader_class=Outage, timeout=20, events=0)
+    msg = result['msg']
+    assert 'Connection refused' not in msg and 'API server' not in msg, msg
+    assert 'not ready: Deployment ns/web: 0/1 updated' in msg, msg
+
+
+def test_an_outage_then_recovery_succeeds():
+    result, dummy, dummy2 = run_waiter([None, None, {KEY: deployment()}], reader_class=Outage,
+                                       resources=[dict(kind='Deployment', name='web', namespace='ns')], timeout=20)
+    assert 'failed' not in result and result['attempts'] == 3, result
+
+
+def test_an_http_error_still_says_the_server_answered():
+    assert _k8s.import_kubernetes() is None
+
+    class Unavailable(FakeReader):
+        def _state(self):
+            raise _k8s.ApiException(status=503, reason='Service Unavailable')
+
+    result, dummy, dummy2 = run_waiter([{}], resources=[dict(kind='Deployment', name='web', namespace='ns')],
+                                       reader_class=Unavailable, timeout=5, events=0)
+    assert 'the API server answered: HTTP 503 Service Unavailable' in result['msg'], result['msg']
+
+
+def test_transport_error_text_is_the_innermost_reason():
+    assert _k8s.transport_error_text(_refused()).endswith('Connection refused')
+    assert _k8s.transport_error_text(_refused()).startswith('Failed to establish a new connection')
+    assert _k8s.transport_error_text(OSError('[Errno 101] Network is unreachable')) == '[Errno 101] Network is unreachable'
