@@ -203,7 +203,7 @@ def cert_manager_crds(kubeconfig):
 _ORIGIN = re.compile(r"^(?P<kind>\S+) (?:(?P<namespace>[^/\s]+)/)?(?P<name>\S+)$")
 
 
-def istioctl_analyze(*namespaces: str) -> list[dict]:
+def istioctl_analyze(*namespaces: str, revision: str = "") -> list[dict]:
     """``istioctl analyze -o json`` against the test cluster, one run per
     namespace (istioctl's own ``-n`` filter) or one ``-A`` run when none is
     given; the messages of all runs, each once. The istioctl of the cluster is
@@ -215,7 +215,8 @@ def istioctl_analyze(*namespaces: str) -> list[dict]:
     scopes = [["-n", ns] for ns in namespaces] or [["-A"]]
     seen, messages = set(), []
     for scope in scopes:
-        proc = subprocess.run([binary, "analyze", *scope, "-o", "json", "--color=false"],
+        rev = ["--revision", revision] if revision else []
+        proc = subprocess.run([binary, "analyze", *scope, *rev, "-o", "json", "--color=false"],
                               capture_output=True, text=True, check=False, timeout=120)
         assert proc.returncode == 0, f"istioctl analyze {' '.join(scope)} failed ({proc.returncode}): {proc.stderr}"
         # istioctl exits 0 with this line for a namespace that does not exist.
@@ -229,16 +230,19 @@ def istioctl_analyze(*namespaces: str) -> list[dict]:
     return messages
 
 
-def assert_istio_analyze_clean(*namespaces: str, accept: dict[str, str] | None = None) -> list[dict]:
+def assert_istio_analyze_clean(*namespaces: str, accept: dict[str, str] | None = None,
+                               revision: str = "") -> list[dict]:
     """Fail on any error or warning ``istioctl analyze`` reports about
     ``namespaces`` (every namespace when none is given) whose code ``accept``
-    does not accept with a reason ({"IST0103": "why"}). Returns all messages
+    does not accept with a reason ({"IST0103": "why"}); ``revision``: the
+    control plane revision whose injector and mesh config the analysis uses
+    (istioctl's default otherwise). Returns all messages
     (info included) for further checks."""
     accept = accept or {}
     for code, reason in accept.items():
         assert re.fullmatch(r"IST[0-9]{4}", code) and isinstance(reason, str) and reason.strip(), \
             f"accept needs analyzer codes, each with a reason: {code!r}: {reason!r}"
-    messages = istioctl_analyze(*namespaces)
+    messages = istioctl_analyze(*namespaces, revision=revision)
     issues = []
     for message in messages:
         if message["level"] not in ("Error", "Warning") or message["code"] in accept:
