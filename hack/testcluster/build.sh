@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds (once, then from cache) every binary of the local test cluster:
-# Kubernetes control plane, etcd, KWOK, Helm. Usage: build.sh [component...]
+# Kubernetes control plane, etcd, KWOK, Helm, istiod, istioctl. Usage: build.sh [component...]
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
 mkdir -p "$SMI_CACHE/src" "$SMI_CACHE/bin"
@@ -97,23 +97,31 @@ build_helm() {
     "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
 }
 
+ISTIO_VERSION_LDFLAGS="-X istio.io/istio/pkg/version.buildVersion=$ISTIOD_BUILD_SNAPSHOT -X istio.io/istio/pkg/version.buildStatus=Clean"
+
 # istiod (pilot-discovery) of the default Istio snapshot, run on the host so
 # that the sidecar injection webhook is the real one (see docs/testing.md).
 build_istiod() {
-  local pair pseudo=""
-  for pair in $ISTIO_SNAPSHOTS; do
-    [ "${pair%%=*}" = "$ISTIOD_BUILD_SNAPSHOT" ] && pseudo=${pair#*=}
-  done
-  [ -n "$pseudo" ] || die "ISTIOD_BUILD_SNAPSHOT $ISTIOD_BUILD_SNAPSHOT is not in ISTIO_SNAPSHOTS (versions.env)"
+  local pseudo
+  pseudo=$(istio_build_pseudo)
   build_simple istiod istio.io/istio "$pseudo" istio.io/istio/pilot/cmd/pilot-discovery pilot-discovery \
-    "-X istio.io/istio/pkg/version.buildVersion=$ISTIOD_BUILD_SNAPSHOT -X istio.io/istio/pkg/version.buildStatus=Clean"
+    "$ISTIO_VERSION_LDFLAGS"
+}
+
+# istioctl from the same commit as istiod: `istioctl analyze` is the tests'
+# (and the roles') independent check of the configuration (docs/testing.md).
+build_istioctl() {
+  local pseudo
+  pseudo=$(istio_build_pseudo)
+  build_simple istioctl istio.io/istio "$pseudo" istio.io/istio/istioctl/cmd/istioctl istioctl \
+    "$ISTIO_VERSION_LDFLAGS"
 }
 
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(etcd kwok helm kubernetes istiod)
+[ ${#components[@]} -gt 0 ] || components=(etcd kwok helm kubernetes istiod istioctl)
 for c in "${components[@]}"; do
   case "$c" in
-    kubernetes | etcd | kwok | helm | istiod) "build_$c" ;;
-    *) die "unknown component '$c' (known: kubernetes etcd kwok helm istiod)" ;;
+    kubernetes | etcd | kwok | helm | istiod | istioctl) "build_$c" ;;
+    *) die "unknown component '$c' (known: kubernetes etcd kwok helm istiod istioctl)" ;;
   esac
 done

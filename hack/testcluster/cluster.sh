@@ -145,6 +145,7 @@ cmd_start() {
   mkdir -p "$SMI_STATE/logs" "$SMI_STATE/run" "$SMI_STATE/bin"
   ln -sf "$K8S_BIN/kubectl" "$SMI_STATE/bin/kubectl"
   ln -sf "$(bin_dir helm "$HELM_VERSION")/helm" "$SMI_STATE/bin/helm"
+  ln -sf "$(bin_dir istioctl "$(istio_build_pseudo)")/istioctl" "$SMI_STATE/bin/istioctl"
   make_pki
 
   ip netns add "$SMI_NETNS" || die "could not create network namespace '$SMI_NETNS'"

@@ -60,3 +60,13 @@ need_go() {
 }
 
 bin_dir() { echo "$SMI_CACHE/bin/$1-$2"; }
+
+# The istio.io/istio pseudo-version istiod and istioctl are built from
+# (ISTIOD_BUILD_SNAPSHOT, looked up in ISTIO_SNAPSHOTS; versions.env).
+istio_build_pseudo() {
+  local pair
+  for pair in $ISTIO_SNAPSHOTS; do
+    [ "${pair%%=*}" = "$ISTIOD_BUILD_SNAPSHOT" ] && { echo "${pair#*=}"; return; }
+  done
+  die "ISTIOD_BUILD_SNAPSHOT $ISTIOD_BUILD_SNAPSHOT is not in ISTIO_SNAPSHOTS (versions.env)"
+}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import tempfile
 import time
@@ -232,3 +234,69 @@ def both_ways(monkeypatch, playbook, *args):
     monkeypatch.setenv("SERVICEMESH_ISTIO_IN_PROCESS", "0")
     module = run_playbook(playbook, *args)
     return fast, module
+
+
+# --- Istio's own analyzer ---------------------------------------------------
+
+# istioctl's name for an object: "<Kind> <namespace>/<name>", or "<Kind> <name>"
+# when it is cluster-scoped.
+_ORIGIN = re.compile(r"^(?P<kind>\S+) (?:(?P<namespace>[^/\s]+)/)?(?P<name>\S+)$")
+
+
+def istioctl_analyze(*namespaces: str, revision: str = "") -> list[dict]:
+    """``istioctl analyze -o json`` against the test cluster, one run per
+    namespace (istioctl's own ``-n`` filter) or one ``-A`` run when none is
+    given; the messages of all runs, each once. The istioctl of the cluster is
+    built from the same istio.io/istio commit as its istiod
+    (hack/testcluster/build.sh istioctl) and linked on PATH by cluster.sh."""
+    binary = shutil.which("istioctl")
+    assert binary, ("istioctl is not on PATH: build it with hack/testcluster/build.sh istioctl and (re)start the "
+                    "cluster, which links it into $SMI_STATE/bin")
+    scopes = [["-n", ns] for ns in namespaces] or [["-A"]]
+    seen, messages = set(), []
+    for scope in scopes:
+        rev = ["--revision", revision] if revision else []
+        proc = subprocess.run([binary, "analyze", *scope, *rev, "-o", "json", "--color=false"],
+                              capture_output=True, text=True, check=False, timeout=120)
+        assert proc.returncode == 0, f"istioctl analyze {' '.join(scope)} failed ({proc.returncode}): {proc.stderr}"
+        # istioctl exits 0 with this line for a namespace that does not exist.
+        assert not re.search(r'namespace ".*" not found', proc.stderr), \
+            f"istioctl analyze {' '.join(scope)}: {proc.stderr.strip()}"
+        for message in json.loads(proc.stdout) or []:
+            key = json.dumps(message, sort_keys=True)
+            if key not in seen:
+                seen.add(key)
+                messages.append(message)
+    return messages
+
+
+def assert_istio_analyze_clean(*namespaces: str, accept: dict[str, str] | None = None,
+                               revision: str = "") -> list[dict]:
+    """Fail on any error or warning ``istioctl analyze`` reports about
+    ``namespaces`` (every namespace when none is given) whose code ``accept``
+    does not accept with a reason ({"IST0103": "why"}); ``revision``: the
+    control plane revision whose injector and mesh config the analysis uses
+    (istioctl's default otherwise). Returns all messages
+    (info included) for further checks."""
+    accept = accept or {}
+    for code, reason in accept.items():
+        assert re.fullmatch(r"IST[0-9]{4}", code) and isinstance(reason, str) and reason.strip(), \
+            f"accept needs analyzer codes, each with a reason: {code!r}: {reason!r}"
+    messages = istioctl_analyze(*namespaces, revision=revision)
+    issues = []
+    for message in messages:
+        if message["level"] not in ("Error", "Warning") or message["code"] in accept:
+            continue
+        issues.append(f"{message['level']} [{message['code']}] ({message.get('origin', '')}) {message['message']}")
+    where = ", ".join(namespaces) or "all namespaces"
+    if issues:
+        pytest.fail(f"istioctl analyze ({where}) reports {len(issues)} issue(s) not accepted:\n  " + "\n  ".join(issues),
+                    pytrace=False)
+    return messages
+
+
+def analyzer_origin(message: dict) -> tuple[str, str, str]:
+    """(kind, namespace, name) of a message's object; namespace '' when cluster-scoped."""
+    found = _ORIGIN.match(message.get("origin", ""))
+    assert found, f"not an object name istioctl prints: {message.get('origin')!r}"
+    return found.group("kind"), found.group("namespace") or "", found.group("name")

@@ -28,7 +28,7 @@ import urllib.request
 import pytest
 from kubernetes import client
 
-from conftest import ISTIO_VERSION, REPO_ROOT, run_playbook
+from conftest import ISTIO_VERSION, REPO_ROOT, assert_istio_analyze_clean, run_playbook
 
 SITE = REPO_ROOT / "playbooks/site.yml"
 TEARDOWN = REPO_ROOT / "playbooks/teardown.yml"
@@ -149,6 +149,19 @@ def assert_converged_again(extra_vars: dict) -> None:
     assert again.rc == 0 and again.changed == 0, again.explain()
 
 
+def assert_analyzed(run, revision: str = "") -> None:
+    """site.yml's own analysis ran on Istio's and Bookinfo's namespaces (for
+    the revision asked) and passed; istioctl run by the test agrees."""
+    own = [r for name, _h, r in run.task_results() if name.startswith("Analyze the namespaces the run touched")]
+    assert own and own[-1]["ran"] and own[-1]["namespaces"] == [ISTIO_NS, BOOKINFO_NS], own
+    argv = own[-1]["command"]
+    assert (argv[argv.index("--revision") + 1] == revision) if revision else "--revision" not in argv, argv
+    assert own[-1]["failing"] == [], own[-1]["summary"]
+    # With the default revision's view, istioctl warns (IST0146) that the
+    # gateway's `image: auto` matches no injector: the revision's does.
+    assert_istio_analyze_clean(ISTIO_NS, BOOKINFO_NS, revision=revision)
+
+
 def assert_teardown_leaves_nothing(api, extra_vars: dict) -> None:
     """teardown.yml with the test's extra vars (and the CRDs) removes every
     release and object; a second run changes nothing."""
@@ -255,6 +268,7 @@ def test_revision_install(k8s):
             assert "validation.istio.io" in refused.value.body and "duplicate subset names" in refused.value.body, \
                 (rule_labels, refused.value.body)
 
+        assert_analyzed(run, REVISION)
         assert_converged_again(REVISION_VARS)
         assert_teardown_leaves_nothing(k8s, REVISION_VARS)
         wait_for(f"the runner to stop istiod-{REVISION} and take {addr} off lo",
@@ -305,5 +319,6 @@ def test_ambient_mode(k8s):
             assert "sidecar.istio.io/status" not in (pod.metadata.annotations or {}), pod.metadata.name
             assert is_ready(pod), pod.metadata.name
 
+        assert_analyzed(run)
         assert_converged_again(AMBIENT_VARS)
         assert_teardown_leaves_nothing(k8s, AMBIENT_VARS)

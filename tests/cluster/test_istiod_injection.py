@@ -37,7 +37,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from conftest import CHART_REPO, ISTIO_VERSION, VERSIONS
+from conftest import CHART_REPO, ISTIO_VERSION, VERSIONS, assert_istio_analyze_clean
 
 ISTIO_NS = "istio-system"
 BASE_RELEASE = "smistio-inj-base"
@@ -286,6 +286,8 @@ def test_bookinfo_pod_in_labelled_namespace_gets_the_sidecar(k8s, istiod, namesp
     # KWOK marks every container, the proxy included, running and ready.
     statuses = {s.name: s for s in [*(pod.status.container_statuses or []), *(pod.status.init_container_statuses or [])]}
     assert statuses["istio-proxy"].ready, statuses["istio-proxy"]
+    # Istio's analyzer finds nothing wrong with the control plane or the injected workload.
+    assert_istio_analyze_clean(namespace, ISTIO_NS)
 
 
 def test_pod_in_unlabelled_namespace_gets_no_sidecar(k8s, istiod, namespace):
@@ -293,6 +295,8 @@ def test_pod_in_unlabelled_namespace_gets_no_sidecar(k8s, istiod, namespace):
     assert [c.name for c in pod.spec.containers] == ["productpage"]
     assert not pod.spec.init_containers
     assert "sidecar.istio.io/status" not in (pod.metadata.annotations or {})
+    # Not in the mesh is no error: at most an Info that the namespace is not injected.
+    assert_istio_analyze_clean(namespace)
 
 
 def test_webhook_ca_bundles_are_patched_by_istiod(k8s, istiod):
@@ -378,6 +382,7 @@ def test_changes_restart_istiod_and_injection_keeps_working(k8s, istiod, namespa
     core.patch_namespace(namespace, {"metadata": {"labels": {"istio-injection": "enabled"}}})
     pod = bookinfo_productpage(k8s, namespace)
     assert "istio-proxy" in sidecars(pod)
+    assert_istio_analyze_clean(namespace, ISTIO_NS)
 
 
 def test_uninstall_stops_istiod_and_frees_the_address(k8s, istiod):

@@ -20,7 +20,8 @@ import time
 import pytest
 from kubernetes import client
 
-from conftest import MIRROR, REPO_ROOT, VERSIONS, ISTIO_VERSION, kubectl, run_playbook
+from conftest import (MIRROR, REPO_ROOT, VERSIONS, ISTIO_VERSION, analyzer_origin, assert_istio_analyze_clean,
+                      kubectl, run_playbook)
 
 SITE = REPO_ROOT / "playbooks/site.yml"
 TEARDOWN = REPO_ROOT / "playbooks/teardown.yml"
@@ -65,6 +66,13 @@ def snapshot(api) -> dict:
     }
 
 
+def analysis(run) -> dict:
+    """What site.yml's istio_analyze task returned (it must have run)."""
+    found = [r for name, _h, r in run.task_results() if name.startswith("Analyze the namespaces the run touched")]
+    assert found, f"site.yml did not run the analyzer: {[n for n, _h, _r in run.task_results()]}"
+    return found[-1]
+
+
 def bookinfo_pods(api):
     pods = client.CoreV1Api(api).list_namespaced_pod(
         "default", label_selector="app in (details,ratings,reviews,productpage)").items
@@ -103,11 +111,18 @@ def test_converge(k8s):
     # istiod's mesh config agrees with the gateway (cert-manager's HTTP-01 solver relies on it).
     mesh = client.CoreV1Api(k8s).read_namespaced_config_map("istio", "istio-system").data["mesh"]
     assert "ingressService: istio-ingressgateway" in mesh and "ingressSelector: ingressgateway" in mesh
+    # site.yml's own analysis ran on the namespaces the run touched and found nothing ...
+    own = analysis(run)
+    assert own["ran"] and own["namespaces"] == ["istio-system", "default"], own
+    assert own["failing"] == [] and own["counts"]["error"] == own["counts"]["warning"] == 0, own["summary"]
+    # ... and neither does istioctl on its own.
+    assert_istio_analyze_clean("istio-system", "default")
 
 
 def test_second_run_changes_nothing():
     run = run_playbook(SITE, *TAGS)
     assert run.rc == 0 and run.changed == 0, run.explain()
+    assert_istio_analyze_clean("istio-system", "default")
 
 
 def test_check_diff_on_the_converged_cluster_changes_nothing(k8s):
@@ -124,6 +139,67 @@ def test_bookinfo_tag_alone_on_an_installed_cluster():
     assert any("preflight" in n for n in names), "the preflight did not run under --tags bookinfo"
     # Of istio_install only its argument validation (tagged always by Ansible) runs.
     assert [n for n in names if "istio_install" in n and "Validating arguments" not in n] == [], names
+    assert analysis(run)["namespaces"] == ["default"]
+    assert_istio_analyze_clean("default")
+
+
+def test_analyzer_reports_a_subset_no_destination_rule_defines(k8s):
+    """A VirtualService routing to subset v9 of reviews, which no
+    DestinationRule defines: istioctl reports IST0101, and site.yml fails
+    naming the object and the code, unless the code is accepted with a reason."""
+    custom = client.CustomObjectsApi(k8s)
+    broken = {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+              "metadata": {"name": "reviews-broken", "namespace": "default"},
+              "spec": {"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": "reviews", "subset": "v9"}}]}]}}
+    custom.create_namespaced_custom_object("networking.istio.io", "v1", "default", "virtualservices", broken)
+    try:
+        with pytest.raises(pytest.fail.Exception) as found:
+            assert_istio_analyze_clean("default")
+        assert "Error [IST0101] (VirtualService default/reviews-broken)" in str(found.value), str(found.value)
+        assert "reviews+v9" in str(found.value)
+
+        run = run_playbook(SITE, "--tags", "bookinfo")
+        assert run.rc != 0 and run.changed == 0, run.explain()
+        message = " ".join(run.failures())
+        assert "istioctl analyze found 1 error(s) in default" in message, message
+        assert "Error [IST0101] (VirtualService default/reviews-broken)" in message, message
+        failing = [m for m in analysis(run)["messages"] if m["failing"]]
+        assert [(m["code"], analyzer_origin(m)) for m in failing] == [
+            ("IST0101", ("VirtualService", "default", "reviews-broken"))], failing
+
+        reason = "the test's broken VirtualService"
+        accepted = run_playbook(SITE, "--tags", "bookinfo", extra_vars={"servicemesh_istio_analyze_accept": {"IST0101": reason}})
+        assert accepted.rc == 0 and accepted.changed == 0, accepted.explain()
+        assert any(reason in line and "IST0101" in line for line in analysis(accepted)["accepted"]), analysis(accepted)
+
+        off = run_playbook(SITE, "--tags", "bookinfo", extra_vars={"servicemesh_istio_analyze": False})
+        assert off.rc == 0, off.explain()
+        assert [r for n, _h, r in off.task_results() if n.startswith("Analyze the namespaces") and not r.get("skipped")] == []
+    finally:
+        custom.delete_namespaced_custom_object("networking.istio.io", "v1", "default", "virtualservices", "reviews-broken")
+    assert_istio_analyze_clean("default")
+
+
+def test_analyzer_warnings_fail_only_when_asked(k8s):
+    """A Service with an unknown *.istio.io annotation: istioctl warns
+    (IST0108); site.yml reports the warning and fails on it only with
+    servicemesh_istio_analyze_fail_on_warnings."""
+    core = client.CoreV1Api(k8s)
+    core.create_namespaced_service("default", client.V1Service(
+        metadata=client.V1ObjectMeta(name="smistio-annotated", annotations={"networking.istio.io/smistio-unknown": "x"}),
+        spec=client.V1ServiceSpec(ports=[client.V1ServicePort(name="http", port=80)])))
+    try:
+        messages = assert_istio_analyze_clean("default", accept={"IST0108": "the test's unknown annotation"})
+        assert [analyzer_origin(m) for m in messages if m["code"] == "IST0108"] == [("Service", "default", "smistio-annotated")]
+        run = run_playbook(SITE, "--tags", "bookinfo")
+        assert run.rc == 0, run.explain()
+        assert [w for w in analysis(run)["warnings_reported"] if "[IST0108] (Service default/smistio-annotated)" in w], analysis(run)
+        strict = run_playbook(SITE, "--tags", "bookinfo", extra_vars={"servicemesh_istio_analyze_fail_on_warnings": True})
+        assert strict.rc != 0 and strict.changed == 0, strict.explain()
+        message = " ".join(strict.failures())
+        assert "Warning [IST0108] (Service default/smistio-annotated)" in message, message
+    finally:
+        core.delete_namespaced_service("smistio-annotated", "default")
 
 
 def test_pods_created_before_the_label_get_their_sidecar(k8s):
@@ -152,6 +228,7 @@ def test_pods_created_before_the_label_get_their_sidecar(k8s):
         assert all("istio-proxy" in [c.name for c in p.spec.containers] for p in live)
         again = run_playbook(SITE, "--tags", "bookinfo", extra_vars={"bookinfo_namespace": ns})
         assert again.rc == 0 and again.changed == 0, again.explain()
+        assert_istio_analyze_clean(ns)
     finally:
         cleanup = run_playbook(TEARDOWN, "--tags", "bookinfo",
                                extra_vars={"bookinfo_namespace": ns, "bookinfo_teardown_delete_namespace": True})
@@ -166,8 +243,12 @@ def test_pods_created_before_the_label_get_their_sidecar(k8s):
         ({"istio_install_namespace": "Istio_System"}, "istio_install_namespace 'Istio_System' is not a valid namespace name"),
         ({"preflight_min_ready_nodes": 3}, "3 needed (preflight_min_ready_nodes)"),
         ({"bookinfo_namespace": "-bad-"}, "bookinfo_namespace '-bad-' is not a valid namespace name"),
+        ({"servicemesh_istio_analyze_accept": {"IST0101": ""}}, "servicemesh_istio_analyze_accept a mapping"),
+        ({"servicemesh_istio_analyze_accept": {"subset": "why"}}, "servicemesh_istio_analyze_accept a mapping"),
+        ({"servicemesh_istio_analyze_fail_on_warnings": "sometimes"}, "must be true or false"),
     ],
-    ids=["unknown-profile", "malformed-version", "invalid-namespace", "too-few-nodes", "invalid-bookinfo-namespace"],
+    ids=["unknown-profile", "malformed-version", "invalid-namespace", "too-few-nodes", "invalid-bookinfo-namespace",
+         "analyzer-accept-without-reason", "analyzer-accept-not-a-code", "analyzer-fail-on-warnings-not-bool"],
 )
 def test_bad_input_is_refused_before_any_change(k8s, extra, expected):
     before = snapshot(k8s)
@@ -194,6 +275,7 @@ def test_upgrade_to_another_version_in_the_mirror(k8s):
     assert all(any(c.type == "Ready" and c.status == "True" for c in p.status.conditions) for p in pods)
     again = run_playbook(SITE, *TAGS, extra_vars={"istio_install_version": UPGRADE_VERSION})
     assert again.rc == 0 and again.changed == 0, again.explain()
+    assert_istio_analyze_clean("istio-system", "default")
 
 
 def test_teardown_leaves_no_release_and_no_bookinfo_object(k8s):
