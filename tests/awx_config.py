@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import numbers
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -265,3 +266,146 @@ def survey_defaults(survey: dict) -> dict:
         if "default" in question and question["default"] not in ("", None):
             out[question["variable"]] = question["default"]
     return out
+
+
+# --- running a job template as AWX does ------------------------------------------------
+
+@dataclass
+class JobRun:
+    """The outcome of one simulated AWX job (an ansible-runner run)."""
+
+    status: str  # successful, failed, ...
+    rc: int
+    stats: dict
+    events: list
+    # Required survey questions left without an answer (AWX itself would
+    # refuse to launch from its UI; the API with prompts, or a disabled
+    # survey, still reaches the playbook, which must refuse on its own).
+    missing_answers: list
+
+    def total(self, key: str) -> int:
+        return sum((self.stats or {}).get(key, {}).values())
+
+    @property
+    def changed(self) -> int:
+        return self.total("changed")
+
+    def failure_messages(self) -> list[str]:
+        return [str(e["event_data"].get("res", {}).get("msg", e["event_data"].get("res")))
+                for e in self.events if e.get("event") == "runner_on_failed"]
+
+    def changed_tasks(self) -> list[str]:
+        return [e["event_data"].get("task") for e in self.events
+                if e.get("event") == "runner_on_ok" and e["event_data"].get("res", {}).get("changed")]
+
+    def task_names(self) -> list[str]:
+        """Names of the tasks that started (tags select them), in order."""
+        return [e["event_data"].get("task") for e in self.events if e.get("event") == "playbook_on_task_start"]
+
+    def roles_run(self) -> set[str]:
+        """Short names of the roles whose tasks started ('' for play tasks)."""
+        return {(e["event_data"].get("role") or "").split(".")[-1] for e in self.events
+                if e.get("event") == "playbook_on_task_start"}
+
+    def explain(self) -> str:
+        return (f"status={self.status} rc={self.rc} stats={self.stats}\nfailures: {self.failure_messages()}\n"
+                f"changed: {self.changed_tasks()}")
+
+
+class Controller:
+    """AWX's side of a job, from the objects the configure playbook makes:
+    the job template (playbook, tags, limit, extra_vars, survey), the
+    credentials attached to it and their types' injectors, the inventory
+    imported from the project. ``launch`` runs the job with ansible-runner
+    in a private data directory, with the project directory as AWX's
+    checkout, the way AWX's RunJob task does (less the container: the
+    development tool chain plays the execution environment)."""
+
+    def __init__(self, tasks: list[AwxTask]):
+        self.job_templates = {a["name"]: a for a in by_module(tasks, "job_template")}
+        self.credential_types = {a["name"]: a for a in by_module(tasks, "credential_type")}
+        self.credentials = {a["name"]: a for a in by_module(tasks, "credential")}
+        (self.inventory_source,) = by_module(tasks, "inventory_source")
+
+    def _inventory(self, private: Path) -> Path:
+        """The inventory as AWX imports it from the project (ansible-inventory
+        --list --export of the source path) and hands it to the job: an
+        executable script in the private data directory that prints it."""
+        import json
+        import subprocess
+        import sys
+
+        source = REPO_ROOT / self.inventory_source["source_path"]
+        listed = subprocess.run([str(REPO_ROOT / ".venv/bin/ansible-inventory"), "-i", str(source), "--list", "--export"],
+                                cwd=REPO_ROOT, capture_output=True, text=True, check=True, timeout=120)
+        data = json.loads(listed.stdout)
+        assert data.get("_meta", {}).get("hostvars"), f"no host imported from {source}"
+        path = private / "inventory" / "hosts"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"#!{sys.executable}\nimport sys\nsys.stdout.write({json.dumps(json.dumps(data))})\n")
+        path.chmod(0o700)
+        return path
+
+    def _inject(self, credential: dict, private: Path) -> tuple[dict, dict]:
+        """(env, extra_vars) from a credential type's injectors, rendered with
+        the credential's inputs as AWX does (sandboxed Jinja2; file templates
+        written to private files, their paths as tower.filename)."""
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        ctype = self.credential_types[credential["credential_type"]]
+        inputs = {f["id"]: f.get("default", "") for f in ctype["inputs"]["fields"]}
+        inputs.update({k: v for k, v in credential["inputs"].items() if v not in (None, "")})
+        jinja = ImmutableSandboxedEnvironment()
+        injectors = ctype["injectors"]
+        filenames = {}
+        for key, template in injectors.get("file", {}).items():
+            path = private / "env" / f"cred_{key.replace('.', '_')}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(jinja.from_string(template).render(**inputs))
+            path.chmod(0o600)
+            filenames[key.split(".", 1)[1] if "." in key else None] = str(path)
+        tower = {"filename": filenames.get(None) or {k: v for k, v in filenames.items() if k}}
+        context = {**inputs, "tower": tower, "awx": tower}
+        env = {k: jinja.from_string(v).render(**context) for k, v in injectors.get("env", {}).items()}
+        extra = {k: jinja.from_string(v).render(**context) for k, v in injectors.get("extra_vars", {}).items()}
+        return env, extra
+
+    def launch(self, name: str, private: Path, answers: dict | None = None,
+               credential_inputs: dict | None = None) -> JobRun:
+        """Launch job template ``name`` with the survey's defaults and
+        ``answers``; ``credential_inputs`` replaces inputs of the attached
+        credentials (by credential name), as editing the credential would."""
+        import ansible_runner
+
+        jt = self.job_templates[name]
+        extravars = dict(jt.get("extra_vars") or {})
+        if jt.get("survey_enabled"):
+            extravars.update(survey_defaults(jt["survey_spec"]))
+            extravars.update(answers or {})
+            missing = [q["variable"] for q in jt["survey_spec"]["spec"] if q["required"] and q["variable"] not in extravars]
+        else:
+            missing = []
+        extravars.update({"awx_job_template_name": name, "tower_job_template_name": name})
+        envvars = {"PATH": f"{REPO_ROOT / '.venv/bin'}:{os.environ.get('PATH', '')}",
+                   "ANSIBLE_COLLECTIONS_PATH": str(REPO_ROOT / ".collections"),
+                   "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg")}
+        for cred_name in jt.get("credentials") or []:
+            credential = dict(self.credentials[cred_name])
+            if credential_inputs and cred_name in credential_inputs:
+                credential["inputs"] = {**credential["inputs"], **credential_inputs[cred_name]}
+            env, extra = self._inject(credential, private)
+            envvars.update(env)
+            extravars.update(extra)
+        run = ansible_runner.run(
+            private_data_dir=str(private),
+            project_dir=str(REPO_ROOT),
+            playbook=jt["playbook"],
+            inventory=str(self._inventory(private)),
+            extravars=extravars,
+            envvars=envvars,
+            tags=jt.get("job_tags") or None,
+            limit=jt.get("limit") or None,
+            quiet=True,
+            timeout=1200,
+        )
+        return JobRun(run.status, run.rc, run.stats or {}, list(run.events), missing)
