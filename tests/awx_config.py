@@ -29,6 +29,7 @@ PLAYBOOK = REPO_ROOT / "playbooks/awx_configure.yml"
 SURVEY_TYPES = ("text", "textarea", "password", "multiplechoice", "multiselect", "integer", "float")
 CHOICE_TYPES = ("multiplechoice", "multiselect")
 TEXT_TYPES = ("text", "textarea", "password")
+BEARER_TOKEN_TYPE = "OpenShift or Kubernetes API Bearer Token"
 
 
 @dataclass
@@ -352,6 +353,8 @@ class Controller:
         written to private files, their paths as tower.filename)."""
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+        if credential["credential_type"] == BEARER_TOKEN_TYPE:
+            return self._inject_bearer_token(credential["inputs"], private), {}
         ctype = self.credential_types[credential["credential_type"]]
         inputs = {f["id"]: f.get("default", "") for f in ctype["inputs"]["fields"]}
         inputs.update({k: v for k, v in credential["inputs"].items() if v not in (None, "")})
@@ -369,6 +372,24 @@ class Controller:
         env = {k: jinja.from_string(v).render(**context) for k, v in injectors.get("env", {}).items()}
         extra = {k: jinja.from_string(v).render(**context) for k, v in injectors.get("extra_vars", {}).items()}
         return env, extra
+
+    @staticmethod
+    def _inject_bearer_token(inputs: dict, private: Path) -> dict:
+        """AWX's built-in "OpenShift or Kubernetes API Bearer Token" type is
+        injected by AWX's own code, not by a template: host and token as
+        K8S_AUTH_HOST and K8S_AUTH_API_KEY; with verify_ssl and a CA
+        certificate, the certificate in a private file (K8S_AUTH_SSL_CA_CERT)
+        and K8S_AUTH_VERIFY_SSL=True, else K8S_AUTH_VERIFY_SSL=False."""
+        env = {"K8S_AUTH_HOST": inputs.get("host", ""), "K8S_AUTH_API_KEY": inputs.get("bearer_token", "")}
+        if inputs.get("verify_ssl") and inputs.get("ssl_ca_cert"):
+            path = private / "env" / "cred_ssl_ca_cert"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(inputs["ssl_ca_cert"])
+            path.chmod(0o600)
+            env.update(K8S_AUTH_VERIFY_SSL="True", K8S_AUTH_SSL_CA_CERT=str(path))
+        else:
+            env["K8S_AUTH_VERIFY_SSL"] = "False"
+        return env
 
     def launch(self, name: str, private: Path, answers: dict | None = None,
                credential_inputs: dict | None = None) -> JobRun:

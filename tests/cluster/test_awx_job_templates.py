@@ -109,6 +109,51 @@ def test_verify_template_passes(controller, tmp_path):
 
 
 @pytest.mark.parametrize("template", TAG_TEMPLATES)
+@pytest.fixture
+def bearer_token(k8s):
+    """A ServiceAccount bound to cluster-admin and a short-lived token for it
+    (TokenRequest), as a user makes for AWX's bearer token credential."""
+    from kubernetes import client
+
+    core, rbac = client.CoreV1Api(k8s), client.RbacAuthorizationV1Api(k8s)
+    name = "smistio-awx-test"
+    core.create_namespaced_service_account("kube-system", client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name)))
+    rbac.create_cluster_role_binding(client.V1ClusterRoleBinding(
+        metadata=client.V1ObjectMeta(name=name),
+        role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name="cluster-admin"),
+        subjects=[client.RbacV1Subject(kind="ServiceAccount", name=name, namespace="kube-system")]))
+    try:
+        token = core.create_namespaced_service_account_token(
+            name, "kube-system", client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(
+                audiences=[], expiration_seconds=600))).status.token
+        yield token
+    finally:
+        rbac.delete_cluster_role_binding(name)
+        core.delete_namespaced_service_account(name, "kube-system")
+
+
+def test_bearer_token_credential_reaches_the_cluster(kubeconfig, bearer_token, tmp_path):
+    """With awx_configure_kubernetes_auth: bearer_token the cluster credential
+    is AWX's built-in type (injected as K8S_AUTH_* variables) and the job
+    templates drop the inventory's kubeconfig: the verify template still
+    reaches the cluster, and a wrong token is refused."""
+    config = yaml.safe_load(Path(kubeconfig).read_text())
+    cluster = config["clusters"][0]["cluster"]
+    settings = yaml.safe_load(SETTINGS.read_text())
+    settings.update(awx_configure_kubernetes_auth="bearer_token", awx_configure_k8s_host=cluster["server"],
+                    awx_configure_k8s_bearer_token=bearer_token, awx_configure_k8s_verify_ssl=True,
+                    awx_configure_k8s_ssl_ca_cert=Path(cluster["certificate-authority"]).read_text(),
+                    awx_configure_job_extra_vars=yaml.safe_load(SITE_VARS.read_text()))
+    bearer = Controller(render(settings))
+    assert bearer.credentials[f"{P} cluster"]["credential_type"] == "OpenShift or Kubernetes API Bearer Token"
+    run = bearer.launch(f"{P} verify", tmp_path / "good")
+    assert run.status == "successful", run.explain()
+    run = bearer.launch(f"{P} verify", tmp_path / "bad",
+                        credential_inputs={f"{P} cluster": {"bearer_token": bearer_token[:-4] + "AAAA"}})
+    assert run.status == "failed", run.explain()
+    assert any("401" in m or "Unauthorized" in m for m in run.failure_messages()), run.explain()
+
+
 def test_tag_templates_succeed_without_change(controller, tmp_path, template):
     """One template per tag of site.yml, each run after the site: it succeeds
     and changes nothing. observability and canary select only the preflight
