@@ -42,7 +42,7 @@ sanity: setup
 	@bash hack/sanity.sh
 
 unit: setup
-	@$(VENV)/pytest -m "not cluster" tests/unit tests/test_collection_build.py
+	@$(VENV)/pytest -m "not cluster" tests/unit tests/test_collection_build.py tests/test_execution_environment.py
 
 test: setup
 	@bash hack/test.sh
