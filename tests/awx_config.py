@@ -304,9 +304,12 @@ class JobRun:
         return [e["event_data"].get("task") for e in self.events if e.get("event") == "playbook_on_task_start"]
 
     def roles_run(self) -> set[str]:
-        """Short names of the roles whose tasks started ('' for play tasks)."""
+        """Short names of the roles whose own tasks started ('' for play
+        tasks). The argument spec validation Ansible adds to every role runs
+        under every tag and is left out."""
         return {(e["event_data"].get("role") or "").split(".")[-1] for e in self.events
-                if e.get("event") == "playbook_on_task_start"}
+                if e.get("event") == "playbook_on_task_start"
+                and not str(e["event_data"].get("task", "")).startswith("Validating arguments against arg spec")}
 
     def explain(self) -> str:
         return (f"status={self.status} rc={self.rc} stats={self.stats}\nfailures: {self.failure_messages()}\n"

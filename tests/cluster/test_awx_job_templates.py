@@ -108,7 +108,6 @@ def test_verify_template_passes(controller, tmp_path):
     assert "Every Bookinfo app has Ready pods, each with its istio-proxy sidecar" in run.task_names()
 
 
-@pytest.mark.parametrize("template", TAG_TEMPLATES)
 @pytest.fixture
 def bearer_token(k8s):
     """A ServiceAccount bound to cluster-admin and a short-lived token for it
@@ -154,6 +153,7 @@ def test_bearer_token_credential_reaches_the_cluster(kubeconfig, bearer_token, t
     assert any("401" in m or "Unauthorized" in m for m in run.failure_messages()), run.explain()
 
 
+@pytest.mark.parametrize("template", TAG_TEMPLATES)
 def test_tag_templates_succeed_without_change(controller, tmp_path, template):
     """One template per tag of site.yml, each run after the site: it succeeds
     and changes nothing. observability and canary select only the preflight
