@@ -1,0 +1,200 @@
+"""Issue 15: every AWX job template, run the way AWX runs it, against the
+local test cluster.
+
+No AWX server can run here. tests/awx_config.py renders what
+playbooks/awx_configure.yml would make on AWX (with a settings file for this
+cluster: tests/cluster/vars/awx-local.yml, the local inventory as the
+inventory source, the cluster's kubeconfig in the kubeconfig credential) and
+launches each job template with ansible-runner: the repository as the
+project directory, the template's playbook, tags and limit, extra variables
+from the template and its survey's defaults, the credentials' injectors
+(the kubeconfig written to a private file, its path injected as
+K8S_AUTH_KUBECONFIG and servicemesh_istio_kubeconfig), the inventory as AWX
+imports it (ansible-inventory --list --export).
+
+The local cluster runs no container: as for `make site`, the job templates
+carry hack/testcluster/site-vars.yml as extra variables (no mTLS client
+proof, no certificate issuance), through awx_configure_job_extra_vars.
+
+The module expects a cluster without Istio and leaves it so (teardown.yml
+with the CRDs, also when a test stops early).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from awx_config import Controller, render
+from conftest import REPO_ROOT, run_playbook
+
+SETTINGS = REPO_ROOT / "tests/cluster/vars/awx-local.yml"
+SITE_VARS = REPO_ROOT / "hack/testcluster/site-vars.yml"
+TEARDOWN = REPO_ROOT / "playbooks/teardown.yml"
+P = "servicemesh.istio"
+TAG_TEMPLATES = ["istio", "bookinfo", "ingress", "tls", "mtls", "observability", "canary", "canary shift"]
+
+
+def istiod_deployments(k8s) -> list[str]:
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    try:
+        found = client.AppsV1Api(k8s).list_namespaced_deployment("istio-system", label_selector="app=istiod")
+    except ApiException as exc:
+        if exc.status == 404:
+            return []
+        raise
+    return [d.metadata.name for d in found.items]
+
+
+def peer_authentications(k8s) -> list[dict]:
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    try:
+        found = client.CustomObjectsApi(k8s).list_namespaced_custom_object(
+            "security.istio.io", "v1", "default", "peerauthentications")
+    except ApiException as exc:
+        if exc.status == 404:
+            return []
+        raise
+    return found["items"]
+
+
+@pytest.fixture(scope="module")
+def controller(kubeconfig, k8s):
+    if istiod_deployments(k8s):
+        pytest.fail("Istio is already installed: this module expects a cluster without it "
+                    "(playbooks/teardown.yml -e istio_install_teardown_crds=true)")
+    settings = yaml.safe_load(SETTINGS.read_text())
+    settings["awx_configure_kubeconfig"] = Path(kubeconfig).read_text()
+    settings["awx_configure_job_extra_vars"] = yaml.safe_load(SITE_VARS.read_text())
+    try:
+        yield Controller(render(settings))
+    finally:
+        down = run_playbook(TEARDOWN, extra_vars={"istio_install_teardown_crds": True})
+        assert down.rc == 0, down.explain()
+
+
+def test_site_template_installs_the_mesh(controller, k8s, tmp_path):
+    run = controller.launch(f"{P} site", tmp_path)
+    assert run.status == "successful", run.explain()
+    assert run.missing_answers == []
+    assert run.changed > 0
+    assert istiod_deployments(k8s) == ["istiod"]
+    (pa,) = peer_authentications(k8s)
+    assert pa["spec"]["mtls"]["mode"] == "STRICT"
+
+
+def test_kubeconfig_comes_from_the_credential(controller, tmp_path):
+    """The job reaches the cluster through the kubeconfig credential, not the
+    inventory's: a credential whose kubeconfig names a closed port fails the
+    preflight, before anything changes."""
+    kubeconfig = yaml.safe_load(controller.credentials[f"{P} cluster"]["inputs"]["kubeconfig"])
+    kubeconfig["clusters"][0]["cluster"]["server"] = "https://127.0.0.1:1"
+    run = controller.launch(f"{P} verify", tmp_path,
+                            credential_inputs={f"{P} cluster": {"kubeconfig": yaml.safe_dump(kubeconfig)}})
+    assert run.status == "failed", run.explain()
+    assert run.changed == 0
+    assert any("127.0.0.1:1" in m or "refused" in m.lower() for m in run.failure_messages()), run.explain()
+
+
+def test_verify_template_passes(controller, tmp_path):
+    run = controller.launch(f"{P} verify", tmp_path)
+    assert run.status == "successful", run.explain()
+    assert run.changed == 0
+    assert "Every Bookinfo app has Ready pods, each with its istio-proxy sidecar" in run.task_names()
+
+
+@pytest.fixture
+def bearer_token(k8s):
+    """A ServiceAccount bound to cluster-admin and a short-lived token for it
+    (TokenRequest), as a user makes for AWX's bearer token credential."""
+    from kubernetes import client
+
+    core, rbac = client.CoreV1Api(k8s), client.RbacAuthorizationV1Api(k8s)
+    name = "smistio-awx-test"
+    core.create_namespaced_service_account("kube-system", client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name)))
+    rbac.create_cluster_role_binding(client.V1ClusterRoleBinding(
+        metadata=client.V1ObjectMeta(name=name),
+        role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name="cluster-admin"),
+        subjects=[client.RbacV1Subject(kind="ServiceAccount", name=name, namespace="kube-system")]))
+    try:
+        token = core.create_namespaced_service_account_token(
+            name, "kube-system", client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(
+                audiences=[], expiration_seconds=600))).status.token
+        yield token
+    finally:
+        rbac.delete_cluster_role_binding(name)
+        core.delete_namespaced_service_account(name, "kube-system")
+
+
+def test_bearer_token_credential_reaches_the_cluster(kubeconfig, bearer_token, tmp_path):
+    """With awx_configure_kubernetes_auth: bearer_token the cluster credential
+    is AWX's built-in type (injected as K8S_AUTH_* variables) and the job
+    templates drop the inventory's kubeconfig: the verify template still
+    reaches the cluster, and a wrong token is refused."""
+    config = yaml.safe_load(Path(kubeconfig).read_text())
+    cluster = config["clusters"][0]["cluster"]
+    settings = yaml.safe_load(SETTINGS.read_text())
+    settings.update(awx_configure_kubernetes_auth="bearer_token", awx_configure_k8s_host=cluster["server"],
+                    awx_configure_k8s_bearer_token=bearer_token, awx_configure_k8s_verify_ssl=True,
+                    awx_configure_k8s_ssl_ca_cert=Path(cluster["certificate-authority"]).read_text(),
+                    awx_configure_job_extra_vars=yaml.safe_load(SITE_VARS.read_text()))
+    bearer = Controller(render(settings))
+    assert bearer.credentials[f"{P} cluster"]["credential_type"] == "OpenShift or Kubernetes API Bearer Token"
+    run = bearer.launch(f"{P} verify", tmp_path / "good")
+    assert run.status == "successful", run.explain()
+    run = bearer.launch(f"{P} verify", tmp_path / "bad",
+                        credential_inputs={f"{P} cluster": {"bearer_token": bearer_token[:-4] + "AAAA"}})
+    assert run.status == "failed", run.explain()
+    assert any("401" in m or "Unauthorized" in m for m in run.failure_messages()), run.explain()
+
+
+@pytest.mark.parametrize("template", TAG_TEMPLATES)
+def test_tag_templates_succeed_without_change(controller, tmp_path, template):
+    """One template per tag of site.yml, each run after the site: it succeeds
+    and changes nothing. observability and canary select only the preflight
+    until their roles exist."""
+    run = controller.launch(f"{P} {template}", tmp_path)
+    assert run.status == "successful", run.explain()
+    assert run.changed == 0, run.explain()
+    roles = run.roles_run()
+    if template in ("observability", "canary", "canary shift"):
+        assert roles == {"preflight", ""}, roles
+    else:
+        assert roles - {"preflight", ""}, roles
+
+
+def test_teardown_refuses_without_the_confirmation(controller, k8s, tmp_path):
+    run = controller.launch(f"{P} teardown", tmp_path)
+    assert run.missing_answers == ["servicemesh_istio_teardown_confirm"]
+    assert run.status == "failed", run.explain()
+    assert run.changed == 0
+    assert any("Teardown refused, nothing was removed" in m for m in run.failure_messages()), run.explain()
+    assert istiod_deployments(k8s) == ["istiod"]
+
+
+def test_teardown_refuses_a_wrong_cluster_name(controller, k8s, tmp_path):
+    run = controller.launch(f"{P} teardown", tmp_path, answers={"servicemesh_istio_teardown_confirm": "production"})
+    assert run.status == "failed", run.explain()
+    assert run.changed == 0
+    assert any("Teardown refused" in m and "smistio" in m for m in run.failure_messages()), run.explain()
+    assert istiod_deployments(k8s) == ["istiod"]
+
+
+def test_teardown_with_the_cluster_name_removes_the_mesh(controller, k8s, tmp_path):
+    run = controller.launch(f"{P} teardown", tmp_path, answers={"servicemesh_istio_teardown_confirm": "smistio"})
+    assert run.missing_answers == []
+    assert run.status == "successful", run.explain()
+    assert run.changed > 0
+    assert istiod_deployments(k8s) == []
+    assert peer_authentications(k8s) == []
+
+
+def test_verify_template_fails_without_the_mesh(controller, tmp_path):
+    run = controller.launch(f"{P} verify", tmp_path)
+    assert run.status == "failed", run.explain()
+    assert any("No available istiod Deployment" in m for m in run.failure_messages()), run.explain()
