@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Builds (once, then from cache) every binary of the local test cluster:
-# Kubernetes control plane, etcd, KWOK, Helm. Usage: build.sh [component...]
+# Kubernetes control plane, etcd, KWOK, Helm, istiod, cert-manager, Pebble.
+# Usage: build.sh [component...]
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
 mkdir -p "$SMI_CACHE/src" "$SMI_CACHE/bin"
-# One build at a time: a second caller waits here, then finds the binaries cached.
-exec 9>"$SMI_CACHE/build.lock"
-if ! flock -n 9; then
-  log "another build is running; waiting for it to finish"
-  flock 9
-fi
+# One build of a component at a time: a second caller waits for the lock of
+# that component, then finds its binaries cached.
+lock_component() {
+  exec 9>"$SMI_CACHE/build-$1.lock"
+  if ! flock -n 9; then
+    log "another build of $1 is running; waiting for it to finish"
+    flock 9
+  fi
+}
 build_marker=$(mktemp)
 trap 'rm -f "$build_marker"' EXIT
 # Progress of a go build: how many compiled packages went into the build cache.
@@ -109,11 +113,58 @@ build_istiod() {
     "-X istio.io/istio/pkg/version.buildVersion=$ISTIOD_BUILD_SNAPSHOT -X istio.io/istio/pkg/version.buildStatus=Clean"
 }
 
+# cert-manager's controller, webhook, cainjector and acmesolver, run on the
+# host by workload_runner.py for the Deployments the cert-manager chart
+# creates. Its go.mod has a replace directive (miekg/dns), which `go install
+# module@version` refuses; a module of our own requires it and repeats the
+# replace (see CERT_MANAGER_BUILD_VERSION in versions.env for the skew).
+build_cert_manager() {
+  local v=$CERT_MANAGER_BUILD_VERSION out mod=github.com/cert-manager/cert-manager
+  out=$(bin_dir cert-manager "$v")
+  local cmds=(controller webhook cainjector acmesolver) c missing=0
+  for c in "${cmds[@]}"; do [ -x "$out/$c" ] || missing=1; done
+  if [ $missing = 0 ]; then
+    log "cert-manager $v: cached in $out"
+    return
+  fi
+  local src="$SMI_CACHE/src/cert-manager-$v"
+  prepare_module "$src" "$mod" "$v"
+  local gomod
+  gomod=$(cd "$src" && go mod download -json "$mod@$v" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  # Repeat upstream's replace directives (only miekg/dns in v1.11.5), taken
+  # from its go.mod rather than written here.
+  local rep=()
+  while read -r old oldv _ new newv; do
+    rep+=("-replace=$old@$oldv=$new@$newv")
+  done < <(sed -n 's/^replace \(.*\)$/\1/p' "$gomod")
+  [ ${#rep[@]} -eq 0 ] || (cd "$src" && go mod edit "${rep[@]}")
+  local pkgs=() c
+  for c in "${cmds[@]}"; do pkgs+=("$mod/cmd/$c"); done
+  with_progress "resolving cert-manager $v modules" bash -c "cd '$src' && go get $mod@$v && go list -deps ${pkgs[*]} >/dev/null"
+  grep -q "$mod $v" "$src/go.mod" || die "cert-manager module resolved to another version than $v (see $src/go.mod)"
+  mkdir -p "$out.tmp"
+  touch "$build_marker"
+  local ld="-s -w -X $mod/pkg/util.AppVersion=$v -X $mod/pkg/util.AppGitCommit=module-proxy"
+  for c in "${cmds[@]}"; do
+    progress_hint=go_progress with_progress "building cert-manager $v $c (cold: controller about 2 min, the others less, on 2 cores)" \
+      bash -c "cd '$src' && go build -trimpath -ldflags '$ld' -o '$out.tmp/$c' $mod/cmd/$c"
+  done
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
+# Pebble, Let's Encrypt's small ACME test server: the local ACME server that
+# cert-manager's ClusterIssuer talks to in the test cluster.
+build_pebble() {
+  build_simple pebble github.com/letsencrypt/pebble/v2 "$PEBBLE_VERSION" github.com/letsencrypt/pebble/v2/cmd/pebble pebble
+}
+
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(etcd kwok helm kubernetes istiod)
+[ ${#components[@]} -gt 0 ] || components=(etcd kwok helm kubernetes istiod cert-manager pebble)
 for c in "${components[@]}"; do
+  lock_component "$c"
   case "$c" in
-    kubernetes | etcd | kwok | helm | istiod) "build_$c" ;;
-    *) die "unknown component '$c' (known: kubernetes etcd kwok helm istiod)" ;;
+    kubernetes | etcd | kwok | helm | istiod | pebble) "build_$c" ;;
+    cert-manager) build_cert_manager ;;
+    *) die "unknown component '$c' (known: kubernetes etcd kwok helm istiod cert-manager pebble)" ;;
   esac
 done

@@ -18,9 +18,9 @@ MIRROR_PORT=8879
 KUBECONFIG_PATH="$SMI_STATE/kubeconfig"
 PKI="$SMI_STATE/pki"
 K8S_BIN=$(bin_dir kubernetes "$KUBERNETES_VERSION")
-COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok lb-controller istiod-runner chart-mirror)
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok lb-controller workload-runner chart-mirror)
 # The interface that holds the ClusterIPs (as /32) of the istiod Services that
-# istiod_runner.py serves on: the namespace's loopback (this kernel may have no
+# workload_runner.py serves on: the namespace's loopback (this kernel may have no
 # dummy driver; an address on lo is local by construction and adds no route).
 SERVICE_IP_IF=lo
 
@@ -190,8 +190,8 @@ cmd_start() {
     --manage-all-nodes=true "${stages[@]}" --server-address 127.0.0.1:10247 \
     --cidr 10.244.0.1/16 --node-ip 10.250.0.1
   launch lb-controller "$REPO_ROOT/.venv/bin/python" -u "$TC_DIR/lb_controller.py" "$KUBECONFIG_PATH"
-  launch istiod-runner env SMI_CACHE="$SMI_CACHE" SMI_SERVICE_IP_IF="$SERVICE_IP_IF" \
-    "$REPO_ROOT/.venv/bin/python" -u "$TC_DIR/istiod_runner.py" "$KUBECONFIG_PATH" "$SMI_STATE"
+  launch workload-runner env SMI_CACHE="$SMI_CACHE" SMI_SERVICE_IP_IF="$SERVICE_IP_IF" \
+    "$REPO_ROOT/.venv/bin/python" -u "$TC_DIR/workload_runner.py" "$KUBECONFIG_PATH" "$SMI_STATE"
   launch chart-mirror "$REPO_ROOT/.venv/bin/python" -m http.server "$MIRROR_PORT" --bind 127.0.0.1 \
     --directory "$(readlink -f "$SMI_CACHE/mirror")"
 
