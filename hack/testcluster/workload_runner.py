@@ -468,6 +468,7 @@ class Prometheus(Workload):
 
     name = "prometheus"
     process = "prometheus"
+    pod_network = True  # the API server's service proxy dials the pod IP
     OWN_FLAGS = {"config.file", "storage.tsdb.path", "web.listen-address", "web.console.libraries",
                  "web.console.templates"}
 
