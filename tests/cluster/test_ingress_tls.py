@@ -619,3 +619,35 @@ def test_gateway_selecting_no_gateway_pods_serves_nothing(k8s, lab):
                 "wrong-selector")
         _delete(custom.delete_namespaced_custom_object, "networking.istio.io", "v1", APP_NS, "gateways",
                 "wrong-selector")
+
+
+def test_http01_issuance_through_the_gateway_stand_in(k8s, lab):
+    """HTTP-01 for real up to the data plane: cert-manager creates the solver's
+    Ingress (class istio), Service and acmesolver pod; Pebble asks
+    http://<host>/.well-known/acme-challenge/<token> at the gateway's address
+    (the A record the role wrote), where the stand-in routes it through that
+    Ingress to the solver pod and answers what acmesolver would (its --key for
+    its --token). cert-manager's own self-check goes the same way
+    (--acme-http01-solver-nameservers: the zone's server, no system resolver here)."""
+    name, issuer = "bookinfo-http01", "smistio-http01"
+    values = dict(lab["extra"]["ingress_tls_cert_manager_extra_values"],
+                  extraArgs=[f"--acme-http01-solver-nameservers={ZONE_NS_ADDR}:53"])
+    extra = dict(lab["extra"], ingress_tls_acme_solver="http01", ingress_tls_issuer_name=issuer,
+                 ingress_tls_certificate_name=name, ingress_tls_cert_manager_extra_values=values)
+    t0 = time.time()
+    custom = client.CustomObjectsApi(k8s)
+    try:
+        run = run_playbook(SITE, "--tags", "ingress,tls", extra_vars=extra)
+        assert run.rc == 0, run.explain()
+        leaf = leaf_of(k8s, name)
+        assert leaf.issuer.rfc4514_string().startswith("CN=Pebble Intermediate CA"), leaf.issuer
+        answered = [e for e in gateway_events(t0)
+                    if e.get("path", "").startswith("/.well-known/acme-challenge/") and e["status"] == 200]
+        assert answered and f"acmesolver for {HOST}" in answered[0]["why"], gateway_events(t0)
+        assert answered[0]["why"].startswith(f"Ingress -> {GW_NS}/cm-acme-http-solver-"), answered[0]
+    finally:
+        _delete(custom.delete_namespaced_custom_object, GROUP, VERSION, GW_NS, "certificates", name)
+        _delete(client.CoreV1Api(k8s).delete_namespaced_secret, name, GW_NS)
+        _delete(custom.delete_cluster_custom_object, GROUP, VERSION, "clusterissuers", issuer)
+    back = run_playbook(SITE, *TAGS, extra_vars=lab["extra"])
+    assert back.rc == 0, back.explain()
