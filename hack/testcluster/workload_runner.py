@@ -261,6 +261,7 @@ class Workload:
     process = ""          # what the process is called in the runner's log
     pod_network = False   # add pod IPs and forward <podIP>:<port> (pod_ports)
     service_forwards = True  # forward a Service port to its targetPort when they differ
+    needs_service = False    # wait for a Service selecting the pods before starting
 
     def deployments(self, apps: client.AppsV1Api) -> list:
         raise NotImplementedError
@@ -315,6 +316,7 @@ class Istiod(Workload):
     name = "istiod"
     process = "pilot-discovery"
     pod_network = True
+    needs_service = True
     service_forwards = False  # it listens on the Service ports itself
     # Listeners, all bound to the Service's ClusterIP. The webhook listens on
     # the Service port (443) because the apiserver dials the ClusterIP at that port.
@@ -469,6 +471,7 @@ class Prometheus(Workload):
     name = "prometheus"
     process = "prometheus"
     pod_network = True  # the API server's service proxy dials the pod IP
+    needs_service = True
     OWN_FLAGS = {"config.file", "storage.tsdb.path", "web.listen-address", "web.console.libraries",
                  "web.console.templates"}
 
@@ -771,13 +774,13 @@ def desired_state(apps: client.AppsV1Api, core: client.CoreV1Api) -> dict[tuple[
             if container is None:
                 continue
             services = wl.services(core, dep)
-            if not services:
+            if services is None or (not services and wl.needs_service):
                 continue
             inputs = wl.inputs(core, dep, container)
             if inputs is None:
                 continue
             key = wl.key(dep, container)
-            addr = services[0].spec.cluster_ip
+            addr = services[0].spec.cluster_ip if services else ""
             forwards, endpoints = [], []
             for svc in services:
                 for port in svc.spec.ports or []:
@@ -801,6 +804,7 @@ def desired_state(apps: client.AppsV1Api, core: client.CoreV1Api) -> dict[tuple[
                         if bound:
                             forwards.append(((pod_ip, port), (bound, port)))
             pod_ips.sort()
+            addr = addr or (pod_ips[0] if pod_ips else "127.0.0.1")  # status.podIP of a pod with no Service
             template = apps.api_client.sanitize_for_serialization(dep.spec.template)
             fingerprint = hashlib.sha256(json.dumps(
                 {"template": template, "inputs": inputs, "address": addr,
