@@ -117,7 +117,10 @@ class Gateway:
                 if s["port"]["number"] == port and any(host_matches(h, host) for h in s.get("hosts", []))]
 
     def vs_rule(self, bound: set[str], host: str, path: str, port: int) -> tuple[dict, dict] | None:
-        for vs in self.custom.list_cluster_custom_object(*ISTIO, "virtualservices")["items"]:
+        items = self.custom.list_cluster_custom_object(*ISTIO, "virtualservices")["items"]
+        # Two VirtualServices for one host on one gateway: the oldest wins, as in Istio.
+        items.sort(key=lambda v: (v["metadata"]["creationTimestamp"], v["metadata"]["namespace"], v["metadata"]["name"]))
+        for vs in items:
             ns = vs["metadata"]["namespace"]
             gws = {g if "/" in g else f"{ns}/{g}" for g in vs["spec"].get("gateways", [])}
             if not gws & bound or not any(host_matches(h, host) for h in vs["spec"].get("hosts", [])):
@@ -181,10 +184,12 @@ class Gateway:
                 if selector and any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or []))]
         if not pods:
             return 503, b"no healthy upstream", f"Service {namespace}/{service} has no Ready pod"
-        container = pods[0].spec.containers[0]
-        if PRODUCTPAGE_IMAGE in (container.image or ""):
+        containers = pods[0].spec.containers or []
+        if any(PRODUCTPAGE_IMAGE in (c.image or "") for c in containers):
             return 200, BOOKINFO_HTML, f"{namespace}/{service}:{port} (productpage pods)"
-        args = dict(a.lstrip("-").split("=", 1) for a in container.args or [] if "=" in a)
+        args = {}
+        for c in containers:
+            args.update(a.lstrip("-").split("=", 1) for a in c.args or [] if "=" in a)
         if {"domain", "token", "key"} <= set(args):  # cert-manager's acmesolver
             token = path.split("?")[0].rsplit("/", 1)[-1]
             if host == args["domain"] and token == args["token"]:
@@ -240,11 +245,18 @@ class Gateway:
             crt, key = base64.b64decode(secret.data["tls.crt"]), base64.b64decode(secret.data["tls.key"])
         except (client.ApiException, KeyError, TypeError):
             return None, f"credentialName {name!r}: no such Secret with tls.crt and tls.key in {self.namespace}"
-        d = Path(self.tmp.name)
+        d = Path(tempfile.mkdtemp(dir=self.tmp.name))
         (d / "crt").write_bytes(crt)
         (d / "key").write_bytes(key)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(d / "crt", d / "key")
+        try:
+            ctx.load_cert_chain(d / "crt", d / "key")
+        except ssl.SSLError as exc:
+            return None, f"credentialName {name!r}: Secret {self.namespace}/{name} does not hold a usable pair ({exc})"
+        finally:
+            (d / "key").unlink()
+            (d / "crt").unlink()
+            d.rmdir()
         return ctx, f"Secret {self.namespace}/{name}"
 
     # -- serving ----------------------------------------------------------------
