@@ -146,7 +146,7 @@ build_cert_manager() {
   touch "$build_marker"
   local ld="-s -w -X $mod/pkg/util.AppVersion=$v -X $mod/pkg/util.AppGitCommit=module-proxy"
   for c in "${cmds[@]}"; do
-    progress_hint=go_progress with_progress "building cert-manager $v $c (cold: controller about 2 min, the others less, on 2 cores)" \
+    progress_hint=go_progress with_progress "building cert-manager $v $c (cold, all four: about 8 CPU-minutes, the controller most of it)" \
       bash -c "cd '$src' && go build -trimpath -ldflags '$ld' -o '$out.tmp/$c' $mod/cmd/$c"
   done
   rm -rf "$out" && mv "$out.tmp" "$out"
