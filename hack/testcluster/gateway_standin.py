@@ -48,7 +48,6 @@ Usage: gateway_standin.py KUBECONFIG STATE_DIR
 from __future__ import annotations
 
 import base64
-import fnmatch
 import http.server
 import json
 import re

@@ -397,7 +397,7 @@ class Istiod(Workload):
         return self._built_from[key]
 
     def start_note(self, want):
-        binary, _ = self.binary()
+        binary = self.binary()[0]
         snapshot, pseudo = self.snapshot()
         embedded = self.module_version(binary)
         chart_version = (want["deployment"].metadata.labels or {}).get("app.kubernetes.io/version", "unknown")

@@ -73,8 +73,11 @@ def prometheus(k8s):
 
 
 def test_prometheus_is_ready_through_the_api_servers_service_proxy(k8s, prometheus):
-    status, body = wait("Prometheus /-/ready through the service proxy", lambda: (
-        lambda r: r if r[0] == 200 else None)(proxy_get(k8s, "/-/ready")), 60)
+    def ready():
+        got = proxy_get(k8s, "/-/ready")
+        return got if got[0] == 200 else None
+
+    status, body = wait("Prometheus /-/ready through the service proxy", ready, 60)
     assert status == 200 and b"Ready" in body
     # The same process on the Service's ClusterIP.
     with urllib.request.urlopen(f"http://{prometheus}:9090/-/ready", timeout=5) as resp:
