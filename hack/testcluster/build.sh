@@ -5,15 +5,12 @@
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
 mkdir -p "$SMI_CACHE/src" "$SMI_CACHE/bin"
-# One build of a component at a time: a second caller waits for the lock of
-# that component, then finds its binaries cached.
-lock_component() {
-  exec 9>"$SMI_CACHE/build-$1.lock"
-  if ! flock -n 9; then
-    log "another build of $1 is running; waiting for it to finish"
-    flock 9
-  fi
-}
+# One build at a time: a second caller waits here, then finds the binaries cached.
+exec 9>"$SMI_CACHE/build.lock"
+if ! flock -n 9; then
+  log "another build is running; waiting for it to finish"
+  flock 9
+fi
 build_marker=$(mktemp)
 trap 'rm -f "$build_marker"' EXIT
 # Progress of a go build: how many compiled packages went into the build cache.
@@ -161,7 +158,6 @@ build_pebble() {
 components=("$@")
 [ ${#components[@]} -gt 0 ] || components=(etcd kwok helm kubernetes istiod cert-manager pebble)
 for c in "${components[@]}"; do
-  lock_component "$c"
   case "$c" in
     kubernetes | etcd | kwok | helm | istiod | pebble) "build_$c" ;;
     cert-manager) build_cert_manager ;;
