@@ -290,11 +290,11 @@ cmd_status() {
     rc=1
   fi
   local f c
-  for f in "$SMI_STATE"/run/workload-*.pid; do
+  for f in "$SMI_STATE"/run/workloads/*.pid; do
     [ -f "$f" ] || continue
     c=$(basename "$f" .pid)
-    if kill -0 "$(cat "$f")" 2>/dev/null; then printf '  %-40s running (pid %s)\n' "${c#workload-}" "$(cat "$f")"; else
-      printf '  %-40s NOT RUNNING\n' "${c#workload-}"
+    if kill -0 "$(cat "$f")" 2>/dev/null; then printf '  %-46s running (pid %s)\n' "$c" "$(cat "$f")"; else
+      printf '  %-46s NOT RUNNING\n' "$c"
     fi
   done
   kubectl_ns get nodes 2>/dev/null || true

@@ -3,7 +3,8 @@
 Part of the local test cluster: no container runs (KWOK), so no Envoy serves
 the gateway Service's LoadBalancer IP. This process does, for every Service of
 type LoadBalancer that has an address and selects the pods of an Istio gateway
-(a Deployment whose container image is Istio's ``proxyv2``): it listens on
+(pods whose container image is Istio's ``proxyv2``, as istiod's injection
+makes the gateway chart's ``image: auto``): it listens on
 ``<LB IP>:<port>`` for each Service port that a Gateway server uses (80, 443),
 and decides every answer from what is in the API server at that moment, as
 istiod would push it to Envoy (the subset Bookinfo and cert-manager need):
@@ -328,18 +329,19 @@ class Gateway:
         log(f"stopped serving {self.namespace}/{self.name} on {self.address}")
 
 
-def gateway_services(apps: client.AppsV1Api, core: client.CoreV1Api) -> dict[tuple, tuple]:
+def gateway_services(core: client.CoreV1Api) -> dict[tuple, tuple]:
     out = {}
     for svc in core.list_service_for_all_namespaces().items:
         ingress = (svc.status.load_balancer and svc.status.load_balancer.ingress) or []
         if svc.spec.type != "LoadBalancer" or not ingress or not ingress[0].ip or not svc.spec.selector:
             continue
-        for dep in apps.list_namespaced_deployment(svc.metadata.namespace).items:
-            labels = dep.spec.template.metadata.labels or {}
-            images = [c.image or "" for c in dep.spec.template.spec.containers or []]
-            if all(labels.get(k) == v for k, v in svc.spec.selector.items()) and any(PROXY_IMAGE in i for i in images):
+        selector = ",".join(f"{k}={v}" for k, v in svc.spec.selector.items())
+        for pod in core.list_namespaced_pod(svc.metadata.namespace, label_selector=selector).items:
+            # The gateway chart's image is "auto": istiod's injection puts proxyv2 in.
+            images = [c.image or "" for c in pod.spec.containers or []]
+            if any(PROXY_IMAGE in i for i in images):
                 ports = tuple(sorted(p.port for p in svc.spec.ports or []))
-                out[(svc.metadata.namespace, svc.metadata.name, ingress[0].ip, ports)] = (svc, labels)
+                out[(svc.metadata.namespace, svc.metadata.name, ingress[0].ip, ports)] = (svc, pod.metadata.labels or {})
                 break
     return out
 
@@ -348,14 +350,14 @@ def main() -> int:
     kubeconfig, state = sys.argv[1], Path(sys.argv[2])
     config.load_kube_config(config_file=kubeconfig)
     api = client.ApiClient()
-    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    core = client.CoreV1Api(api)
     (state / "gateway-standin").mkdir(parents=True, exist_ok=True)
     running: dict[tuple, Gateway] = {}
     last_error = ""
     log("gateway stand-in: answering for Istio gateway Services from their Gateways, VirtualServices, Ingresses, Secrets")
     while True:
         try:
-            want = gateway_services(apps, core)
+            want = gateway_services(core)
             for key in [k for k in running if k not in want]:
                 running.pop(key).stop()
             for key, (svc, labels) in want.items():

@@ -46,7 +46,7 @@ For each Deployment of those kinds the runner
    configMapKeyRef, secretKeyRef resolved), the Kubernetes identity of the
    Deployment's ServiceAccount (a TokenRequest token in a kubeconfig, so the
    chart's RBAC is exercised), cwd ``$SMI_STATE/<workload>/<ns>.<name>``; its
-   pid goes to ``pid`` there and to ``$SMI_STATE/run/workload-<...>.pid``;
+   pid goes to ``pid`` there and to ``$SMI_STATE/run/workloads/<workload>-<ns>-<name>.pid``;
 4. restarts it when the Deployment's pod template, the ConfigMaps it reads or
    the Service addresses change (a Helm upgrade), or when it exits; and stops
    it and removes the addresses when the Deployment goes away (or is scaled
@@ -575,7 +575,7 @@ class Instance:
         self.workload, self.key, self.state = workload, key, state
         self.namespace = key[0]
         self.logfile, self.workdir = workload.paths(state, key)
-        self.runpid = state / "run" / f"workload-{workload.name}-{key[0]}-{key[1]}.pid"
+        self.runpid = state / "run" / "workloads" / f"{workload.name}-{key[0]}-{key[1]}.pid"
         self.proc: subprocess.Popen | None = None
         self.fingerprint = ""
         self.addresses: list[str] = []
