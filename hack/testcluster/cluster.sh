@@ -58,11 +58,14 @@ wait_for() {
 }
 
 # launch NAME COMMAND...: start a component in the namespace, in the background.
+# The pid file gets the component's own pid (the shell execs it), not the pid
+# of a wrapper (ip netns exec, setsid), so that status and kill reach it.
 launch() {
   local name=$1
   shift
-  in_ns setsid "$@" >"$SMI_STATE/logs/$name.log" 2>&1 </dev/null &
-  echo $! >"$SMI_STATE/run/$name.pid"
+  # shellcheck disable=SC2016 # $$ and $@ belong to the inner shell
+  in_ns setsid bash -c 'echo $$ >"$0"; exec "$@"' "$SMI_STATE/run/$name.pid" "$@" \
+    >"$SMI_STATE/logs/$name.log" 2>&1 </dev/null &
 }
 
 gen_cert() {
