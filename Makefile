@@ -33,7 +33,9 @@ cluster-status:
 	@bash $(CLUSTER) status
 
 site: cluster-start
-	@bash $(CLUSTER) exec -- $(VENV)/ansible-playbook -i $(INVENTORY) -e @hack/testcluster/site-vars.yml playbooks/site.yml
+	@start=$$(date +%s); rc=0; \
+	bash $(CLUSTER) exec -- $(VENV)/ansible-playbook -i $(INVENTORY) -e @hack/testcluster/site-vars.yml playbooks/site.yml || rc=$$?; \
+	bash hack/testcluster/site-report.sh $$start; exit $$rc
 
 lint: setup
 	@bash hack/lint.sh

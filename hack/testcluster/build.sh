@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds (once, then from cache) every binary of the local test cluster:
-# Kubernetes control plane, etcd, KWOK, Helm, istiod, istioctl. Usage: build.sh [component...]
+# Kubernetes control plane, etcd, KWOK, Helm, istiod, istioctl, cert-manager, Pebble.
+# Usage: build.sh [component...]
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
 mkdir -p "$SMI_CACHE/src" "$SMI_CACHE/bin"
@@ -117,11 +118,57 @@ build_istioctl() {
     "$ISTIO_VERSION_LDFLAGS"
 }
 
+# cert-manager's controller, webhook, cainjector and acmesolver, run on the
+# host by workload_runner.py for the Deployments the cert-manager chart
+# creates. Its go.mod has a replace directive (miekg/dns), which `go install
+# module@version` refuses; a module of our own requires it and repeats the
+# replace (see CERT_MANAGER_BUILD_VERSION in versions.env for the skew).
+build_cert_manager() {
+  local v=$CERT_MANAGER_BUILD_VERSION out mod=github.com/cert-manager/cert-manager
+  out=$(bin_dir cert-manager "$v")
+  local cmds=(controller webhook cainjector acmesolver) c missing=0
+  for c in "${cmds[@]}"; do [ -x "$out/$c" ] || missing=1; done
+  if [ $missing = 0 ]; then
+    log "cert-manager $v: cached in $out"
+    return
+  fi
+  local src="$SMI_CACHE/src/cert-manager-$v"
+  prepare_module "$src" "$mod" "$v"
+  local gomod
+  gomod=$(cd "$src" && go mod download -json "$mod@$v" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  # Repeat upstream's replace directives (only miekg/dns in v1.11.5), taken
+  # from its go.mod rather than written here.
+  local rep=()
+  while read -r old oldv _ new newv; do
+    rep+=("-replace=$old@$oldv=$new@$newv")
+  done < <(sed -n 's/^replace \(.*\)$/\1/p' "$gomod")
+  [ ${#rep[@]} -eq 0 ] || (cd "$src" && go mod edit "${rep[@]}")
+  local pkgs=() c
+  for c in "${cmds[@]}"; do pkgs+=("$mod/cmd/$c"); done
+  with_progress "resolving cert-manager $v modules" bash -c "cd '$src' && go get $mod@$v && go list -deps ${pkgs[*]} >/dev/null"
+  grep -q "$mod $v" "$src/go.mod" || die "cert-manager module resolved to another version than $v (see $src/go.mod)"
+  mkdir -p "$out.tmp"
+  touch "$build_marker"
+  local ld="-s -w -X $mod/pkg/util.AppVersion=$v -X $mod/pkg/util.AppGitCommit=module-proxy"
+  for c in "${cmds[@]}"; do
+    progress_hint=go_progress with_progress "building cert-manager $v $c (cold, all four: about 8 CPU-minutes, the controller most of it)" \
+      bash -c "cd '$src' && go build -trimpath -ldflags '$ld' -o '$out.tmp/$c' $mod/cmd/$c"
+  done
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
+# Pebble, Let's Encrypt's small ACME test server: the local ACME server that
+# cert-manager's ClusterIssuer talks to in the test cluster.
+build_pebble() {
+  build_simple pebble github.com/letsencrypt/pebble/v2 "$PEBBLE_VERSION" github.com/letsencrypt/pebble/v2/cmd/pebble pebble
+}
+
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(etcd kwok helm kubernetes istiod istioctl)
+[ ${#components[@]} -gt 0 ] || components=(etcd kwok helm kubernetes istiod istioctl cert-manager pebble)
 for c in "${components[@]}"; do
   case "$c" in
-    kubernetes | etcd | kwok | helm | istiod | istioctl) "build_$c" ;;
-    *) die "unknown component '$c' (known: kubernetes etcd kwok helm istiod istioctl)" ;;
+    kubernetes | etcd | kwok | helm | istiod | istioctl | pebble) "build_$c" ;;
+    cert-manager) build_cert_manager ;;
+    *) die "unknown component '$c' (known: kubernetes etcd kwok helm istiod istioctl cert-manager pebble)" ;;
   esac
 done

@@ -18,9 +18,9 @@ MIRROR_PORT=8879
 KUBECONFIG_PATH="$SMI_STATE/kubeconfig"
 PKI="$SMI_STATE/pki"
 K8S_BIN=$(bin_dir kubernetes "$KUBERNETES_VERSION")
-COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok lb-controller istiod-runner chart-mirror)
-# The interface that holds the ClusterIPs (as /32) of the istiod Services that
-# istiod_runner.py serves on: the namespace's loopback (this kernel may have no
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok lb-controller workload-runner gateway-standin chart-mirror acme-lab)
+# The interface that holds the ClusterIPs and pod IPs (as /32) that
+# workload_runner.py serves on: the namespace's loopback (this kernel may have no
 # dummy driver; an address on lo is local by construction and adds no route).
 SERVICE_IP_IF=lo
 
@@ -58,11 +58,14 @@ wait_for() {
 }
 
 # launch NAME COMMAND...: start a component in the namespace, in the background.
+# The pid file gets the component's own pid (the shell execs it), not the pid
+# of a wrapper (ip netns exec, setsid), so that status and kill reach it.
 launch() {
   local name=$1
   shift
-  in_ns setsid "$@" >"$SMI_STATE/logs/$name.log" 2>&1 </dev/null &
-  echo $! >"$SMI_STATE/run/$name.pid"
+  # shellcheck disable=SC2016 # $$ and $@ belong to the inner shell
+  in_ns setsid bash -c 'echo $$ >"$0"; exec "$@"' "$SMI_STATE/run/$name.pid" "$@" \
+    >"$SMI_STATE/logs/$name.log" 2>&1 </dev/null &
 }
 
 gen_cert() {
@@ -140,6 +143,7 @@ cmd_start() {
   fi
   bash "$TC_DIR/build.sh"
   bash "$TC_DIR/mirror.sh"
+  command -v prometheus >/dev/null || log "WARNING: Debian's prometheus is not installed (hack/setup.sh installs it); the Prometheus addon will not run"
 
   rm -rf "$SMI_STATE"
   mkdir -p "$SMI_STATE/logs" "$SMI_STATE/run" "$SMI_STATE/bin"
@@ -191,8 +195,13 @@ cmd_start() {
     --manage-all-nodes=true "${stages[@]}" --server-address 127.0.0.1:10247 \
     --cidr 10.244.0.1/16 --node-ip 10.250.0.1
   launch lb-controller "$REPO_ROOT/.venv/bin/python" -u "$TC_DIR/lb_controller.py" "$KUBECONFIG_PATH"
-  launch istiod-runner env SMI_CACHE="$SMI_CACHE" SMI_SERVICE_IP_IF="$SERVICE_IP_IF" \
-    "$REPO_ROOT/.venv/bin/python" -u "$TC_DIR/istiod_runner.py" "$KUBECONFIG_PATH" "$SMI_STATE"
+  launch workload-runner env SMI_CACHE="$SMI_CACHE" SMI_SERVICE_IP_IF="$SERVICE_IP_IF" \
+    "$REPO_ROOT/.venv/bin/python" -u "$TC_DIR/workload_runner.py" "$KUBECONFIG_PATH" "$SMI_STATE"
+  # The one stand-in left for a data plane: Istio gateways' Envoy, answering
+  # from the real Gateway/VirtualService/Ingress/Secret objects.
+  launch gateway-standin "$REPO_ROOT/.venv/bin/python" -u "$TC_DIR/gateway_standin.py" "$KUBECONFIG_PATH" "$SMI_STATE"
+  # DNS servers and the ACME server (Pebble) for `make site` (acme_lab.py).
+  launch acme-lab env SMI_CACHE="$SMI_CACHE" "$REPO_ROOT/.venv/bin/python" -u "$TC_DIR/acme_lab.py" serve "$SMI_STATE"
   launch chart-mirror "$REPO_ROOT/.venv/bin/python" -m http.server "$MIRROR_PORT" --bind 127.0.0.1 \
     --directory "$(readlink -f "$SMI_CACHE/mirror")"
 
@@ -221,6 +230,8 @@ metadata:
   wait_for "the default ServiceAccount (controller-manager up)" 60 "$SMI_STATE/logs/kube-controller-manager.log" default_sa
   mirror_up() { in_ns curl -sf --max-time 2 "http://127.0.0.1:$MIRROR_PORT/charts/index.yaml" >/dev/null; }
   wait_for "the chart mirror" 20 "$SMI_STATE/logs/chart-mirror.log" mirror_up
+  acme_up() { [ -f "$SMI_STATE/acme/site-vars.json" ]; }
+  wait_for "the ACME lab (knotd, Pebble)" 30 "$SMI_STATE/logs/acme-lab.log" acme_up
   log "test cluster up in $((SECONDS - t0)) s: Kubernetes $("$K8S_BIN/kubectl" version --client -o json 2>/dev/null | sed -n 's/.*"gitVersion": "\(.*\)".*/\1/p' | head -1), $NODES nodes, charts at http://127.0.0.1:$MIRROR_PORT/charts"
   log "kubeconfig: $KUBECONFIG_PATH (use it inside the namespace: hack/testcluster/cluster.sh exec -- kubectl get nodes)"
 }
@@ -282,6 +293,14 @@ cmd_status() {
     echo "API server: NOT READY"
     rc=1
   fi
+  local f c
+  for f in "$SMI_STATE"/run/workloads/*.pid; do
+    [ -f "$f" ] || continue
+    c=$(basename "$f" .pid)
+    if kill -0 "$(cat "$f")" 2>/dev/null; then printf '  %-46s running (pid %s)\n' "$c" "$(cat "$f")"; else
+      printf '  %-46s NOT RUNNING\n' "$c"
+    fi
+  done
   kubectl_ns get nodes 2>/dev/null || true
   echo "kubeconfig: $KUBECONFIG_PATH"
   return $rc
@@ -292,7 +311,7 @@ cmd_exec() {
   ns_exists || die "the test cluster is not running; start it with: hack/testcluster/cluster.sh start"
   [ "${1:-}" = "--" ] && shift
   [ $# -gt 0 ] || die "usage: cluster.sh exec -- COMMAND [ARGS...]"
-  in_ns env KUBECONFIG="$KUBECONFIG_PATH" SMI_KUBECONFIG="$KUBECONFIG_PATH" \
+  in_ns env KUBECONFIG="$KUBECONFIG_PATH" SMI_KUBECONFIG="$KUBECONFIG_PATH" SMI_STATE="$SMI_STATE" \
     SMI_CHART_REPO="http://127.0.0.1:$MIRROR_PORT/charts" SMI_FILE_MIRROR="http://127.0.0.1:$MIRROR_PORT" \
     PATH="$SMI_STATE/bin:$PATH" "$@"
 }

@@ -92,8 +92,8 @@ def test_helm_install_from_local_repo_is_idempotent_and_crd_validation_is_real(k
 def test_nothing_leaves_loopback():
     """Inside the namespace only `lo` exists: Service, pod and public addresses
     fail at once instead of leaving the machine. The only addresses besides
-    127.0.0.1/8 and ::1 are /32s on lo: the ClusterIPs of istiod Services that
-    hack/testcluster/istiod_runner.py serves on (local by construction)."""
+    127.0.0.1/8 and ::1 are /32s on lo: the ClusterIPs and pod IPs of the
+    workloads hack/testcluster/workload_runner.py runs (local by construction)."""
     import json
 
     def ip_json(*args):

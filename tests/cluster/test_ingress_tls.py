@@ -3,31 +3,32 @@
 Real: the kube-apiserver with the real Istio CRDs (base chart of the pinned
 snapshot) and cert-manager's CRDs (its pinned chart, installed by the role with
 Helm); istiod (pilot-discovery on the host) validating the Istio objects;
-knotd serving the zone on loopback and taking the role's RFC 2136 update
-(TSIG-signed), found by servicemesh.istio.wait_for_dns through a real
-delegation walk; the role's HTTP check (ansible.builtin.uri) and its
-served-certificate check (servicemesh.istio.wait_for_certificate: TLS handshake
-with SNI to the gateway's LoadBalancer IP).
+cert-manager's controller, webhook and cainjector (v1.11.5 binaries, run on
+the host for the chart's Deployments by hack/testcluster/workload_runner.py):
+the webhook validates every cert-manager object with the CA the cainjector
+injected, the controller registers the ACME account and issues; Pebble (the
+ACME server, hack/testcluster/acme_lab.py) on loopback, trusted through the
+ClusterIssuer's caBundle (ingress_tls_acme_ca_bundle); knotd serving the zone
+on loopback, taking the role's RFC 2136 update of the A record and
+cert-manager's DNS-01 TXT record (TSIG-signed), which Pebble validates, found
+by servicemesh.istio.wait_for_dns through a real delegation walk. So the
+Certificate is issued end to end: account, order, challenge, TXT record,
+validation, Secret; the role's HTTP check (ansible.builtin.uri) and
+served-certificate check (servicemesh.istio.wait_for_certificate: TLS
+handshake with SNI to the gateway's LoadBalancer IP) run against that.
 
-Simulated, because no container runs under KWOK (see docs/testing-cert-manager.md):
-- cert-manager's controller: ``FakeCertManager`` marks ClusterIssuers Ready
-  and issues Certificates (a Secret signed by a test CA that looks like Let's
-  Encrypt staging, then status Ready with notAfter, on the status subresource),
-  or leaves one failing with cert-manager's own reason and message;
-- cert-manager's admission webhooks: removed after install by the local
-  inventory (ingress_tls_cert_manager_admission_webhooks: false); one test
-  puts the chart's ValidatingWebhookConfiguration back and shows the role's
-  dry-run check refuses to go on while the webhook does not serve;
-- the gateway's Envoy: ``GatewayStandIn`` listens on the gateway Service's
-  LoadBalancer IP (127.0.100.x, local in the namespace), ports 80 and 443, and
-  answers from the real Gateway and VirtualService objects: the HTTP routes of
-  the VirtualService bound to a port 80 server for the Host (200 with
-  Bookinfo's title, or the redirect), and on 443 the certificate of the
-  credentialName Secret read from the gateway's namespace, for the SNI of an
-  HTTPS server's host.
-- The HTTP check by name is off (ingress_tls_http_check_by_name: false): the
-  namespace has no system resolver; the name itself is checked against the
-  authoritative servers by the DNS wait.
+Stand-in, because no container runs under KWOK: the gateway's Envoy
+(hack/testcluster/gateway_standin.py, a component of the test cluster). It
+answers from the real Gateway, VirtualService, Ingress, Service, pod and
+Secret objects (see its docstring) and records every decision in
+$SMI_STATE/gateway-standin/istio-system.istio-ingressgateway.jsonl, which these
+tests read. Misconfigurations it must not hide: a VirtualService in a namespace
+without Bookinfo, an older Gateway claiming the host with a wrong
+credentialName, a Gateway selecting no gateway pods.
+
+The HTTP check by name is off (ingress_tls_http_check_by_name: false): the
+namespace has no system resolver; the name itself is checked against the
+authoritative servers by the DNS wait.
 
 Run inside the cluster's network namespace:
     hack/testcluster/cluster.sh exec -- .venv/bin/pytest tests/cluster/test_ingress_tls.py
@@ -36,44 +37,40 @@ Run inside the cluster's network namespace:
 from __future__ import annotations
 
 import base64
-import datetime
-import http.server
 import json
+import os
 import secrets
-import shutil
 import signal
-import socket
-import ssl
 import subprocess
-import threading
+import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import hashes
 from kubernetes import client
 
 from conftest import REPO_ROOT, kubectl, run_playbook
+
+sys.path.insert(0, str(REPO_ROOT / "hack" / "testcluster"))
+import acme_lab  # noqa: E402 - the test cluster's helpers
 
 SITE = REPO_ROOT / "playbooks/site.yml"
 TEARDOWN = REPO_ROOT / "playbooks/teardown.yml"
 HOST = "bookinfo.smistio.test"
 GW_NS, APP_NS, CM_NS = "istio-system", "default", "cert-manager"
 GROUP, VERSION = "cert-manager.io", "v1"
-ISSUER = "letsencrypt-staging"
+ISSUER = "letsencrypt-custom"
 CERT = "bookinfo-cert"
-PARENT_NS_ADDR, ZONE_NS_ADDR = "127.0.53.1", "127.0.53.2"
+PARENT_NS_ADDR, ZONE_NS_ADDR, ACME_ADDR = "127.0.53.1", "127.0.53.2", "127.0.53.10"
 TSIG_NAME = "smistio-update"
 TSIG_SECRET = base64.b64encode(secrets.token_bytes(32)).decode()
 NEVER_READY = "never-ready-cert"
-CM_CRDS = ("certificates", "certificaterequests", "issuers", "clusterissuers")
-CM_ACME_CRDS = ("orders", "challenges")
-BOOKINFO_HTML = (b"<!DOCTYPE html><html><head><title>Simple Bookstore App</title></head>"
-                 b"<body>stand-in productpage</body></html>")
+STATE = Path(os.environ.get("SMI_STATE", "/var/lib/servicemesh-istio/cluster"))
+GATEWAY_RECORD = STATE / "gateway-standin" / f"{GW_NS}.istio-ingressgateway.jsonl"
 
 
 def wait(what, predicate, timeout, step=0.5):
@@ -86,363 +83,29 @@ def wait(what, predicate, timeout, step=0.5):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-# ---------------------------------------------------------------------------
-# A test CA that looks like Let's Encrypt staging
-# ---------------------------------------------------------------------------
-
-class StagingLikeCA:
-    """Root "(STAGING) Pretend Pear X1" and intermediate "(STAGING) Ersatz
-    Edamame E1" of organisation "(STAGING) Let's Encrypt", like staging's."""
-
-    def __init__(self):
-        now = datetime.datetime.now(datetime.timezone.utc)
-        self.root_key = ec.generate_private_key(ec.SECP256R1())
-        root_name = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
-                               x509.NameAttribute(NameOID.ORGANIZATION_NAME, "(STAGING) Internet Security Research Group"),
-                               x509.NameAttribute(NameOID.COMMON_NAME, "(STAGING) Pretend Pear X1")])
-        self.root = self._sign(root_name, root_name, self.root_key.public_key(), self.root_key, now, 3650, ca=True)
-        self.int_key = ec.generate_private_key(ec.SECP256R1())
-        self.int_name = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
-                                   x509.NameAttribute(NameOID.ORGANIZATION_NAME, "(STAGING) Let's Encrypt"),
-                                   x509.NameAttribute(NameOID.COMMON_NAME, "(STAGING) Ersatz Edamame E1")])
-        self.intermediate = self._sign(self.int_name, root_name, self.int_key.public_key(), self.root_key, now, 1000, ca=True)
-
-    @staticmethod
-    def _sign(subject, issuer, public_key, key, now, days, ca=False, sans=None):
-        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public_key)
-                   .serial_number(x509.random_serial_number())
-                   .not_valid_before(now - datetime.timedelta(hours=1))
-                   .not_valid_after(now + datetime.timedelta(days=days))
-                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-        if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in sans]), critical=False)
-            builder = builder.add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
-                                            critical=False)
-        return builder.sign(key, hashes.SHA256())
-
-    def issue(self, dns_names, days=90):
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
-        leaf = self._sign(x509.Name([]), self.int_name, key.public_key(), self.int_key, now, days, sans=dns_names)
-        chain = (leaf.public_bytes(serialization.Encoding.PEM)
-                 + self.intermediate.public_bytes(serialization.Encoding.PEM))
-        key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
-        return leaf, chain, key_pem
-
-    def root_pem(self) -> bytes:
-        return self.root.public_bytes(serialization.Encoding.PEM)
+def gateway_events(since: float) -> list[dict]:
+    """What the gateway stand-in decided since ``since`` (time.time())."""
+    if not GATEWAY_RECORD.is_file():
+        return []
+    return [e for e in map(json.loads, GATEWAY_RECORD.read_text().splitlines()) if e["t"] >= since]
 
 
-# ---------------------------------------------------------------------------
-# cert-manager's controller, played by the test
-# ---------------------------------------------------------------------------
+def http_get(address: str, host: str, path: str) -> tuple[int, str]:
+    req = urllib.request.Request(f"http://{address}{path}", headers={"Host": host})
 
-class FakeCertManager(threading.Thread):
-    """Plays cert-manager's controller on the real API objects."""
-
-    def __init__(self, api, ca):
-        super().__init__(daemon=True)
-        self.custom = client.CustomObjectsApi(api)
-        self.core = client.CoreV1Api(api)
-        self.ca = ca
-        self.stop_event = threading.Event()
-        self.issued: dict[str, str] = {}  # namespace/name -> leaf fingerprint
-        self.errors: list[str] = []
-
-    @staticmethod
-    def _now():
-        return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-    def _ready(self, obj):
-        return any(c.get("type") == "Ready" and c.get("status") == "True"
-                   and c.get("observedGeneration", obj["metadata"]["generation"]) == obj["metadata"]["generation"]
-                   for c in obj.get("status", {}).get("conditions", []))
-
-    def run(self):
-        while not self.stop_event.wait(0.5):
-            try:
-                self._issuers()
-                self._certificates()
-            except client.ApiException as exc:
-                if exc.status not in (404, 409):
-                    self.errors.append(str(exc))
-            except Exception as exc:  # noqa: BLE001 - reported by the test
-                self.errors.append(repr(exc))
-
-    def _issuers(self):
-        for issuer in self.custom.list_cluster_custom_object(GROUP, VERSION, "clusterissuers")["items"]:
-            if self._ready(issuer):
-                continue
-            issuer["status"] = {
-                "acme": {"uri": "https://acme.invalid/acme/acct/1",
-                         "lastRegisteredEmail": issuer["spec"].get("acme", {}).get("email", "")},
-                "conditions": [{"type": "Ready", "status": "True", "reason": "ACMEAccountRegistered",
-                                "message": "The ACME account was registered with the ACME server",
-                                "lastTransitionTime": self._now(),
-                                "observedGeneration": issuer["metadata"]["generation"]}]}
-            self.custom.replace_cluster_custom_object_status(GROUP, VERSION, "clusterissuers",
-                                                             issuer["metadata"]["name"], issuer)
-
-    def _failed_request(self, cert):
-        """The CertificateRequest cert-manager leaves after a failed ACME order."""
-        meta = cert["metadata"]
-        key = ec.generate_private_key(ec.SECP256R1())
-        csr = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
-               .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in cert["spec"]["dnsNames"]]),
-                              critical=False)
-               .sign(key, hashes.SHA256()))
-        name = f"{meta['name']}-1"
-        body = {
-            "apiVersion": f"{GROUP}/{VERSION}", "kind": "CertificateRequest",
-            "metadata": {"name": name, "namespace": meta["namespace"],
-                         "annotations": {"cert-manager.io/certificate-name": meta["name"],
-                                         "cert-manager.io/certificate-revision": "1"},
-                         "ownerReferences": [{"apiVersion": f"{GROUP}/{VERSION}", "kind": "Certificate",
-                                              "name": meta["name"], "uid": meta["uid"], "controller": True,
-                                              "blockOwnerDeletion": True}]},
-            "spec": {"request": base64.b64encode(csr.public_bytes(serialization.Encoding.PEM)).decode(),
-                     "issuerRef": cert["spec"]["issuerRef"]},
-        }
-        created = self.custom.create_namespaced_custom_object(GROUP, VERSION, meta["namespace"], "certificaterequests",
-                                                              body)
-        created["status"] = {"failureTime": self._now(), "conditions": [
-            {"type": "Approved", "status": "True", "reason": "cert-manager.io",
-             "message": "Certificate request has been approved by cert-manager.io", "lastTransitionTime": self._now()},
-            {"type": "Ready", "status": "False", "reason": "Failed",
-             "message": (f'Failed to wait for order resource "{name}-4242" to become ready: order is in "invalid" '
-                         'state: 403 urn:ietf:params:acme:error:unauthorized'),
-             "lastTransitionTime": self._now()}]}
-        self.custom.replace_namespaced_custom_object_status(GROUP, VERSION, meta["namespace"], "certificaterequests",
-                                                            name, created)
-
-    def _certificates(self):
-        for cert in self.custom.list_cluster_custom_object(GROUP, VERSION, "certificates")["items"]:
-            meta = cert["metadata"]
-            if self._ready(cert):
-                continue
-            if meta["name"] == NEVER_READY:
-                conditions = cert.get("status", {}).get("conditions", [])
-                if any(c.get("reason") == "Failed" for c in conditions):
-                    continue
-                cert["status"] = {"failedIssuanceAttempts": 1, "lastFailureTime": self._now(), "conditions": [
-                    {"type": "Ready", "status": "False", "reason": "DoesNotExist",
-                     "message": "Issuing certificate as Secret does not exist", "lastTransitionTime": self._now(),
-                     "observedGeneration": meta["generation"]},
-                    {"type": "Issuing", "status": "False", "reason": "Failed",
-                     "message": ('The certificate request has failed to complete and will be retried: Failed to wait '
-                                 f'for order resource "{meta["name"]}-1-4242" to become ready: order is in "invalid" '
-                                 'state: 403 urn:ietf:params:acme:error:unauthorized: Invalid response from '
-                                 f'http://{HOST}/.well-known/acme-challenge/x: 404'),
-                     "lastTransitionTime": self._now(), "observedGeneration": meta["generation"]}]}
-                cert = self.custom.replace_namespaced_custom_object_status(GROUP, VERSION, meta["namespace"],
-                                                                           "certificates", meta["name"], cert)
-                self._failed_request(cert)
-                continue
-            leaf, chain, key_pem = self.ca.issue(cert["spec"]["dnsNames"])
-            secret = client.V1Secret(
-                metadata=client.V1ObjectMeta(
-                    name=cert["spec"]["secretName"],
-                    annotations={"cert-manager.io/certificate-name": meta["name"],
-                                 "cert-manager.io/issuer-name": cert["spec"]["issuerRef"]["name"],
-                                 "cert-manager.io/issuer-kind": "ClusterIssuer"}),
-                type="kubernetes.io/tls",
-                data={"tls.crt": base64.b64encode(chain).decode(), "tls.key": base64.b64encode(key_pem).decode(),
-                      "ca.crt": ""})
-            try:
-                self.core.create_namespaced_secret(meta["namespace"], secret)
-            except client.ApiException as exc:
-                if exc.status != 409:
-                    raise
-                self.core.replace_namespaced_secret(secret.metadata.name, meta["namespace"], secret)
-            cert["status"] = {
-                "notBefore": leaf.not_valid_before_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "notAfter": leaf.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "renewalTime": (leaf.not_valid_after_utc - datetime.timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "revision": 1,
-                "conditions": [{"type": "Ready", "status": "True", "reason": "Ready",
-                                "message": "Certificate is up to date and has not expired",
-                                "lastTransitionTime": self._now(), "observedGeneration": meta["generation"]}]}
-            self.custom.replace_namespaced_custom_object_status(GROUP, VERSION, meta["namespace"], "certificates",
-                                                                meta["name"], cert)
-            self.issued[f"{meta['namespace']}/{meta['name']}"] = leaf.fingerprint(hashes.SHA256()).hex()
-
-
-# ---------------------------------------------------------------------------
-# The gateway's Envoy, played from the real Gateway/VirtualService objects
-# ---------------------------------------------------------------------------
-
-class GatewayStandIn:
-    """Ports 80 and 443 on the gateway's LoadBalancer IP, answering from the
-    cluster's Gateway, VirtualService and Secret objects."""
-
-    def __init__(self, api, address, label, workdir):
-        self.custom = client.CustomObjectsApi(api)
-        self.core = client.CoreV1Api(api)
-        self.address, self.label, self.workdir = address, label, Path(workdir)
-        self.requests: list[tuple[str, str, int]] = []
-        self.handshakes: list[str] = []
-        self.threads = []
-        self.http = None
-        self.tls_sock = None
-        self.stopping = threading.Event()
-
-    # -- configuration as istiod would compute it (the subset Bookinfo needs)
-    def _gateways(self):
-        items = self.custom.list_cluster_custom_object("networking.istio.io", "v1", "gateways")["items"]
-        return [g for g in items if g["spec"].get("selector", {}).get("istio") == self.label]
-
-    def _route(self, host, path, port):
-        bound = [f"{g['metadata']['namespace']}/{g['metadata']['name']}" for g in self._gateways()
-                 if any(s["port"]["number"] == port and host in s.get("hosts", []) for s in g["spec"]["servers"])]
-        for vs in self.custom.list_cluster_custom_object("networking.istio.io", "v1", "virtualservices")["items"]:
-            ns = vs["metadata"]["namespace"]
-            gws = [g if "/" in g else f"{ns}/{g}" for g in vs["spec"].get("gateways", [])]
-            if host not in vs["spec"].get("hosts", []) or not set(gws) & set(bound):
-                continue
-            for rule in vs["spec"].get("http", []):
-                for match in rule.get("match", [{}]):
-                    if "port" in match and match["port"] != port:
-                        continue
-                    uri = match.get("uri", {})
-                    if ("exact" in uri and path != uri["exact"]) or ("prefix" in uri and not path.startswith(uri["prefix"])):
-                        continue
-                    return rule
-        return None
-
-    def _credential(self, sni):
-        for gw in self._gateways():
-            for server in gw["spec"]["servers"]:
-                tls = server.get("tls", {})
-                if server["port"]["number"] == 443 and sni in server.get("hosts", []) and tls.get("credentialName"):
-                    try:
-                        # istiod reads credentialName from the gateway Deployment's namespace.
-                        secret = self.core.read_namespaced_secret(tls["credentialName"], GW_NS)
-                    except client.ApiException:
-                        return None
-                    return (base64.b64decode(secret.data["tls.crt"]), base64.b64decode(secret.data["tls.key"]))
-        return None
-
-    # -- port 80
-    def start(self):
-        stand_in = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - http.server's naming
-                host = (self.headers.get("Host") or "").split(":")[0]
-                rule = stand_in._route(host, self.path, 80)
-                if rule is None:
-                    status, body, headers = 404, b"", {}
-                elif "redirect" in rule:
-                    status, body, headers = 301, b"", {"Location": f"https://{host}{self.path}"}
-                else:
-                    status, body, headers = 200, BOOKINFO_HTML, {"Content-Type": "text/html"}
-                stand_in.requests.append((host, self.path, status))
-                self.send_response(status)
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.http = http.server.ThreadingHTTPServer((self.address, 80), Handler)
-        self.threads.append(threading.Thread(target=self.http.serve_forever, daemon=True))
-        # -- port 443
-        self.tls_sock = socket.create_server((self.address, 443))
-        self.tls_sock.settimeout(0.5)
-        self.threads.append(threading.Thread(target=self._serve_tls, daemon=True))
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def _context_for(self, sni):
-        cred = self._credential(sni)
-        if cred is None:
-            return None
-        crt, key = self.workdir / f"{sni}.crt", self.workdir / f"{sni}.key"
-        crt.write_bytes(cred[0])
-        key.write_bytes(cred[1])
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(crt, key)
-        return ctx
-
-    def _serve_tls(self):
-        base = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-
-        def pick(sslobj, server_name, _ctx):
-            self.handshakes.append(server_name or "")
-            ctx = self._context_for(server_name) if server_name else None
-            if ctx is None:
-                return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
-            sslobj.context = ctx
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
             return None
 
-        base.sni_callback = pick
-        while not self.stopping.is_set():
-            try:
-                conn, _peer = self.tls_sock.accept()
-            except (socket.timeout, OSError):
-                continue
-            conn.settimeout(5)
-            try:
-                with base.wrap_socket(conn, server_side=True) as tls:
-                    tls.recv(1024)
-            except (ssl.SSLError, OSError):
-                pass
-            finally:
-                conn.close()
-
-    def stop(self):
-        self.stopping.set()
-        if self.http:
-            self.http.shutdown()
-            self.http.server_close()
-        if self.tls_sock:
-            self.tls_sock.close()
+    try:
+        with urllib.request.build_opener(NoRedirect).open(req, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
 
 
-# ---------------------------------------------------------------------------
-# DNS: test. delegates smistio.test. to a knotd that takes RFC 2136 updates
-# ---------------------------------------------------------------------------
-
-def knot(workdir: Path, address: str, zone: str, records: str, update_key: bool) -> subprocess.Popen:
-    for sub in ("run", "db", "zones"):
-        (workdir / sub).mkdir(parents=True, exist_ok=True)
-    conf = [
-        "server:", f'    rundir: "{workdir / "run"}"', f"    listen: {address}@53",
-        "    udp-workers: 1", "    tcp-workers: 1", "    background-workers: 1",
-        "database:", f'    storage: "{workdir / "db"}"',
-        "log:", "  - target: stderr", "    any: info",
-    ]
-    if update_key:
-        conf += ["key:", f"  - id: {TSIG_NAME}", "    algorithm: hmac-sha256", f"    secret: {TSIG_SECRET}",
-                 "acl:", "  - id: update", f"    key: {TSIG_NAME}", "    action: update"]
-    conf += ["template:", "  - id: default", f'    storage: "{workdir / "zones"}"', "    semantic-checks: off",
-             "    zonefile-sync: -1", "    journal-content: changes",
-             "zone:", f'  - domain: "{zone}"', '    file: "zone.db"']
-    if update_key:
-        conf.append("    acl: update")
-    (workdir / "knot.conf").write_text("\n".join(conf) + "\n")
-    (workdir / "zones" / "zone.db").write_text(
-        f"$TTL 60\n@ IN SOA ns.{zone} hostmaster.{zone} 1 3600 600 86400 60\n{records}\n")
-    log = open(workdir / "knotd.log", "wb")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen([shutil.which("knotd") or "/usr/sbin/knotd", "-c", str(workdir / "knot.conf")],
-                            stdout=log, stderr=subprocess.STDOUT)
-
-    def up():
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.settimeout(0.3)
-            return sock.connect_ex((address, 53)) == 0
-
-    wait(f"knotd on {address}:53", up, 10, 0.2)
-    return proc
-
-
-def dig(name: str, server: str) -> list[str]:
-    out = subprocess.run(["kdig", "+short", "+norecurse", f"@{server}", name, "A"], capture_output=True, text=True,
+def dig(name: str, server: str, rtype: str = "A") -> list[str]:
+    out = subprocess.run(["kdig", "+short", "+norecurse", f"@{server}", name, rtype], capture_output=True, text=True,
                          check=False, timeout=10)
     return out.stdout.split()
 
@@ -506,28 +169,34 @@ def adopt_existing_cert_manager_crds(api) -> bool:
 
 @pytest.fixture(scope="module")
 def lab(k8s, tmp_path_factory):
-    """Istio + Bookinfo by site.yml, the DNS servers, the stand-ins; all removed afterwards."""
+    """Istio + Bookinfo by site.yml, the DNS servers and Pebble; all removed afterwards."""
     work = tmp_path_factory.mktemp("ingress_tls")
     crds_were_there = adopt_existing_cert_manager_crds(k8s)
     base = run_playbook(SITE, "--tags", "istio,bookinfo")
     assert base.rc == 0, base.explain()
     svc = client.CoreV1Api(k8s).read_namespaced_service("istio-ingressgateway", GW_NS)
     address = svc.status.load_balancer.ingress[0].ip
-    label = svc.spec.selector["istio"]
     procs = []
-    ca = StagingLikeCA()
-    (work / "ca.pem").write_bytes(ca.root_pem())
-    fake = FakeCertManager(k8s, ca)
-    gateway = GatewayStandIn(k8s, address, label, work)
+    pebble = acme_lab.Pebble(work / "pebble", ACME_ADDR, f"{ZONE_NS_ADDR}:53")
     try:
-        procs.append(knot(work / "parent", PARENT_NS_ADDR, "test.",
-                          f"@ IN NS ns\nns IN A {PARENT_NS_ADDR}\nsmistio IN NS ns1.smistio\n"
-                          f"ns1.smistio IN A {ZONE_NS_ADDR}", update_key=False))
-        procs.append(knot(work / "zone", ZONE_NS_ADDR, "smistio.test.",
-                          f"@ IN NS ns1\nns1 IN A {ZONE_NS_ADDR}", update_key=True))
-        fake.start()
-        gateway.start()
+        procs.append(acme_lab.knot(work / "parent", PARENT_NS_ADDR, "test.",
+                                   f"@ IN NS ns\nns IN A {PARENT_NS_ADDR}\nsmistio IN NS ns1.smistio\n"
+                                   f"ns1.smistio IN A {ZONE_NS_ADDR}"))
+        procs.append(acme_lab.knot(work / "zone", ZONE_NS_ADDR, "smistio.test.",
+                                   f"@ IN NS ns1\nns1 IN A {ZONE_NS_ADDR}", tsig=(TSIG_NAME, TSIG_SECRET)))
+        pebble.start()
+        roots = work / "pebble-roots.pem"
+        roots.write_bytes(pebble.issuing_roots())
         extra = {
+            "ingress_tls_acme_environment": "custom",
+            "ingress_tls_acme_server": pebble.directory,
+            "ingress_tls_acme_ca_bundle": str(pebble.ca_file),
+            "ingress_tls_acme_solver": "dns01",
+            "ingress_tls_dns01_provider": "rfc2136",
+            # cert-manager checks the TXT record with the zone's server: the
+            # namespace has no recursive resolver.
+            "ingress_tls_cert_manager_extra_values": {"dns01RecursiveNameservers": f"{ZONE_NS_ADDR}:53",
+                                                      "dns01RecursiveNameserversOnly": True},
             "ingress_tls_http_check": True,
             # No system resolver in the namespace; the name is checked by the DNS wait.
             "ingress_tls_http_check_by_name": False,
@@ -539,15 +208,14 @@ def lab(k8s, tmp_path_factory):
             "ingress_tls_dns_tsig_key_name": TSIG_NAME,
             "ingress_tls_dns_tsig_key_secret": TSIG_SECRET,
             "ingress_tls_http_check_timeout": 30,
-            "ingress_tls_issuer_timeout": 30,
-            "ingress_tls_certificate_timeout": 60,
-            "ingress_tls_ca_bundle": str(work / "ca.pem"),
+            "ingress_tls_issuer_timeout": 60,
+            "ingress_tls_certificate_timeout": 120,
+            "ingress_tls_ca_bundle": str(roots),
             "ingress_tls_min_days_remaining": 30,
         }
-        yield {"address": address, "extra": extra, "fake": fake, "gateway": gateway, "ca": ca, "work": work}
+        yield {"address": address, "extra": extra, "pebble": pebble, "work": work, "roots": roots}
     finally:
-        fake.stop_event.set()
-        gateway.stop()
+        pebble.stop()
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
             proc.wait(10)
@@ -582,14 +250,18 @@ def tls_snapshot(api) -> dict:
     }
 
 
+def leaf_of(api, name: str = CERT) -> x509.Certificate:
+    secret = client.CoreV1Api(api).read_namespaced_secret(name, GW_NS)
+    return x509.load_pem_x509_certificates(base64.b64decode(secret.data["tls.crt"]))[0]
+
+
 def test_converge(k8s, lab):
-    start = time.monotonic()
+    start, t0 = time.monotonic(), time.time()
     run = run_playbook(SITE, *TAGS, extra_vars=lab["extra"])
     assert run.rc == 0, run.explain()
-    assert not lab["fake"].errors, lab["fake"].errors
-    print(f"\nconverge: {time.monotonic() - start:.0f} s, changed={run.changed}: {run.changed_tasks()}")
+    print(f"\nconverge with real issuance: {time.monotonic() - start:.0f} s, changed={run.changed}")
     custom = client.CustomObjectsApi(k8s)
-    # The API server accepted every object (real CRDs); check what it stored.
+    # The API server accepted every object (real CRDs, real webhooks); check what it stored.
     gw = custom.get_namespaced_custom_object("networking.istio.io", "v1", APP_NS, "gateways", "bookinfo-gateway")
     assert gw["spec"]["selector"] == {"istio": "ingressgateway"}
     servers = {s["port"]["number"]: s for s in gw["spec"]["servers"]}
@@ -598,32 +270,54 @@ def test_converge(k8s, lab):
     vs = custom.get_namespaced_custom_object("networking.istio.io", "v1", APP_NS, "virtualservices", "bookinfo")
     assert vs["spec"]["gateways"] == ["bookinfo-gateway"] and vs["spec"]["hosts"] == [HOST]
     routes = vs["spec"]["http"]
-    assert [r["name"] for r in routes] == ["bookinfo"]  # staging: no redirect by default
-    assert routes[0]["match"] == [{"uri": {"exact": "/productpage"}}, {"uri": {"prefix": "/static"}},
-                                  {"uri": {"exact": "/login"}}, {"uri": {"exact": "/logout"}},
-                                  {"uri": {"prefix": "/api/v1/products"}}]
+    assert [r["name"] for r in routes] == ["bookinfo"]  # not production: no redirect by default
     assert routes[0]["route"] == [{"destination": {"host": "productpage", "port": {"number": 9080}}}]
-    issuer = custom.get_cluster_custom_object(GROUP, VERSION, "clusterissuers", ISSUER)
-    assert issuer["spec"]["acme"]["server"] == "https://acme-staging-v02.api.letsencrypt.org/directory"
-    assert issuer["spec"]["acme"]["solvers"] == [{"http01": {"ingress": {"class": "istio"}}}]
-    cert = custom.get_namespaced_custom_object(GROUP, VERSION, GW_NS, "certificates", CERT)
-    assert cert["spec"]["dnsNames"] == [HOST] and cert["spec"]["secretName"] == CERT
-    assert cert["spec"]["issuerRef"] == {"name": ISSUER, "kind": "ClusterIssuer", "group": GROUP}
-    # cert-manager from the pinned chart, with its CRDs, its webhooks removed (test inventory).
+    # cert-manager from the pinned chart, its webhooks kept, their CA injected by the real cainjector.
     releases = json.loads(subprocess.run(["helm", "list", "-n", CM_NS, "-o", "json"], capture_output=True, text=True,
                                          check=True).stdout)
     assert [(r["name"], r["chart"], r["status"]) for r in releases] == [("cert-manager", "cert-manager-v1.21.2", "deployed")]
-    # The role's RFC 2136 update reached the zone's primary.
+    adm = client.AdmissionregistrationV1Api(k8s)
+    vwc = adm.read_validating_webhook_configuration("cert-manager-webhook")
+    ca_secret = client.CoreV1Api(k8s).read_namespaced_secret("cert-manager-webhook-ca", CM_NS)
+    assert vwc.webhooks[0].client_config.ca_bundle == ca_secret.data["ca.crt"]
+    # The ACME account registered with Pebble.
+    issuer = custom.get_cluster_custom_object(GROUP, VERSION, "clusterissuers", ISSUER)
+    assert issuer["spec"]["acme"]["server"] == lab["pebble"].directory
+    assert issuer["status"]["acme"]["uri"].startswith(f"https://{ACME_ADDR}:14000/"), issuer["status"]
+    assert issuer["spec"]["acme"]["solvers"] == [{"dns01": {"rfc2136": {
+        "nameserver": f"{ZONE_NS_ADDR}:53", "tsigKeyName": TSIG_NAME, "tsigAlgorithm": "HMACSHA256",
+        "tsigSecretSecretRef": {"name": f"{ISSUER}-dns01", "key": "tsig-secret"}}}}]
+    # The order went through ACME: a valid Order for the host, owned by the Certificate's request.
+    orders = custom.list_namespaced_custom_object("acme.cert-manager.io", "v1", GW_NS, "orders")["items"]
+    assert [o["status"]["state"] for o in orders] == ["valid"], orders
+    assert orders[0]["spec"]["dnsNames"] == [HOST]
+    assert orders[0]["status"]["url"].startswith(f"https://{ACME_ADDR}:14000/")
+    # The Secret holds what Pebble issued: its intermediate, the host, chaining to Pebble's root.
+    leaf = leaf_of(k8s)
+    assert leaf.issuer.rfc4514_string().startswith("CN=Pebble Intermediate CA"), leaf.issuer
+    assert leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName) == [HOST]
+    # Pebble validated a dns-01 challenge for real (a TXT lookup at the zone's server).
+    pebble_log = lab["pebble"].logfile.read_text()
+    assert "Using custom DNS resolver for ACME challenges: 127.0.53.2:53" in pebble_log
+    assert "set VALID by completed challenge" in pebble_log, pebble_log[-2000:]
+    # The role's RFC 2136 update reached the zone's primary; cert-manager cleaned its TXT record up.
     assert dig(HOST, ZONE_NS_ADDR) == [lab["address"]]
-    # The checks really ran: HTTP through the gateway IP, TLS handshake with SNI.
-    assert (HOST, "/productpage", 200) in lab["gateway"].requests
-    assert HOST in lab["gateway"].handshakes
+    wait("cert-manager to remove its TXT record", lambda: dig(f"_acme-challenge.{HOST}", ZONE_NS_ADDR, "TXT") == [],
+         30)
+    # The checks ran through the gateway stand-in, which answered from the real objects.
+    events = gateway_events(t0)
+    http_ok = [e for e in events if e.get("port") == 80 and e.get("path") == "/productpage" and e["status"] == 200]
+    assert http_ok and "VirtualService default/bookinfo" in http_ok[0]["why"], events
+    assert f"{APP_NS}/productpage:9080 (productpage pods)" in http_ok[0]["why"], http_ok
+    shakes = [e for e in events if e.get("sni") == HOST and e.get("handshake")]
+    assert shakes and shakes[-1]["why"] == f"Secret {GW_NS}/{CERT}", events
     # The json callback names tasks "<role> : <name>".
     results = {name.split(" : ", 1)[-1]: result for name, _h, result in run.task_results()}
     served = [r for n, r in results.items() if n.startswith("Wait until the gateway serves the Secret's certificate")]
     assert served and served[0]["layers_passed"] == ["secret", "served"], served
-    assert served[0]["issuer"].startswith("CN=(STAGING) Ersatz Edamame E1,O=(STAGING) Let's Encrypt")
-    assert served[0]["fingerprint"].replace(":", "").lower() == lab["fake"].issued[f"{GW_NS}/{CERT}"]
+    assert served[0]["issuer"].startswith("CN=Pebble Intermediate CA"), served[0]
+    assert served[0]["fingerprint"].replace(":", "").lower() == leaf.fingerprint(hashes.SHA256()).hex()
     dns = [r for n, r in results.items() if n.startswith("Wait until the host resolves to the gateway")]
     assert dns and not dns[0].get("failed"), dns
 
@@ -642,9 +336,21 @@ def test_check_diff_changes_nothing(k8s, lab):
     assert tls_snapshot(k8s) == before
 
 
+def test_webhook_really_validates(k8s, lab):
+    """cert-manager's own validation runs: an ACME solver naming no solver
+    type passes the CRD schema but not the webhook."""
+    bad = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ClusterIssuer", "metadata": {"name": "no-solver-type"},
+           "spec": {"acme": {"server": lab["pebble"].directory, "privateKeySecretRef": {"name": "x"},
+                             "solvers": [{}]}}}
+    res = kubectl("create", "--dry-run=server", "-f", "-", stdin=json.dumps(bad))
+    assert res.returncode != 0
+    assert 'admission webhook "webhook.cert-manager.io" denied the request' in res.stderr, res.stderr
+
+
 def test_redirect_spares_the_acme_challenge_path(k8s, lab):
     """With the redirect on (the production default), the Bookinfo paths on
     port 80 redirect, the challenge path does not match the redirect."""
+    t0 = time.time()
     extra = dict(lab["extra"], ingress_tls_https_redirect=True)
     run = run_playbook(SITE, "--tags", "ingress,tls", extra_vars=extra)
     assert run.rc == 0, run.explain()
@@ -653,10 +359,12 @@ def test_redirect_spares_the_acme_challenge_path(k8s, lab):
     redirect = vs["spec"]["http"][0]
     assert redirect["name"] == "https-redirect" and redirect["redirect"]["scheme"] == "https"
     assert all(m["port"] == 80 for m in redirect["match"])
-    assert not [m for m in redirect["match"] if "/.well-known/acme-challenge/x".startswith(m["uri"].get("prefix", "\0"))]
-    rule = lab["gateway"]._route(HOST, "/.well-known/acme-challenge/token", 80)
-    assert rule is None or "redirect" not in rule
-    assert (HOST, "/productpage", 301) in lab["gateway"].requests  # the role's HTTP check followed the redirect rule
+    # The role's HTTP check saw the stand-in's 301 from that rule.
+    redirected = [e for e in gateway_events(t0) if e.get("path") == "/productpage" and e["status"] == 301]
+    assert redirected and "rule https-redirect" in redirected[0]["why"], gateway_events(t0)
+    # The challenge path is not redirected: nothing routes it (no solver runs now).
+    status, _body = http_get(lab["address"], HOST, "/.well-known/acme-challenge/token")
+    assert status == 404
     again = run_playbook(SITE, "--tags", "ingress,tls", extra_vars=extra)
     assert again.rc == 0 and again.changed == 0, again.explain()
     back = run_playbook(SITE, "--tags", "ingress,tls", extra_vars=lab["extra"])
@@ -664,16 +372,25 @@ def test_redirect_spares_the_acme_challenge_path(k8s, lab):
 
 
 def test_certificate_never_ready_fails_with_cert_managers_reason(k8s, lab):
-    extra = dict(lab["extra"], ingress_tls_certificate_name=NEVER_READY, ingress_tls_certificate_timeout=15)
+    """A DNS-01 nameserver nothing listens on: cert-manager's real controller
+    cannot present the TXT record, the order stays pending, the role fails
+    with what cert-manager reports."""
+    extra = dict(lab["extra"], ingress_tls_certificate_name=NEVER_READY, ingress_tls_certificate_timeout=20,
+                 ingress_tls_issuer_name="smistio-broken-dns",
+                 ingress_tls_dns01_rfc2136_nameserver=f"{ZONE_NS_ADDR}:5353")
     run = run_playbook(SITE, "--tags", "tls", extra_vars=extra)
     assert run.rc != 0
     message = " ".join(run.failures())
     assert f"Certificate {GW_NS}/{NEVER_READY} is not ready" in message, message
-    assert 'order is in "invalid" state: 403 urn:ietf:params:acme:error:unauthorized' in message, message
-    assert "Other conditions of the Certificate: Issuing=False (Failed: The certificate request has failed" in message, message
-    assert f"CertificateRequest {NEVER_READY}-1" in message, message
     assert f"kubectl -n {GW_NS} describe certificate {NEVER_READY}" in message, message
-    client.CustomObjectsApi(k8s).delete_namespaced_custom_object(GROUP, VERSION, GW_NS, "certificates", NEVER_READY)
+    challenges = client.CustomObjectsApi(k8s).list_namespaced_custom_object(
+        "acme.cert-manager.io", "v1", GW_NS, "challenges")["items"]
+    mine = [c for c in challenges if c["spec"]["issuerRef"]["name"] == "smistio-broken-dns"]
+    assert mine and mine[0]["status"].get("state", "pending") == "pending", mine
+    assert "5353" in mine[0]["status"].get("reason", ""), mine[0]["status"]
+    custom = client.CustomObjectsApi(k8s)
+    custom.delete_namespaced_custom_object(GROUP, VERSION, GW_NS, "certificates", NEVER_READY)
+    _delete(custom.delete_cluster_custom_object, GROUP, VERSION, "clusterissuers", "smistio-broken-dns")
     # Back to the converged state.
     run = run_playbook(SITE, *TAGS, extra_vars=lab["extra"])
     assert run.rc == 0, run.explain()
@@ -682,7 +399,8 @@ def test_certificate_never_ready_fails_with_cert_managers_reason(k8s, lab):
 BAD_INPUTS = [
     ({"ingress_tls_acme_email": ""}, "ingress_tls_acme_email is required"),
     ({"ingress_tls_acme_email": "mesh-admin.servicemesh-istio.dev"}, "is not an e-mail address"),
-    ({"ingress_tls_acme_email": "admin@example.com"}, "reserved domain that Let's Encrypt refuses"),
+    ({"ingress_tls_acme_email": "admin@example.com", "ingress_tls_acme_environment": "staging"},
+     "reserved domain that Let's Encrypt refuses"),
     ({"ingress_tls_host": "Bookinfo_App..smistio.test"}, "is not a valid DNS name"),
     ({"ingress_tls_host": "https://bookinfo.smistio.test/"}, "is not a valid DNS name"),
     ({"ingress_tls_acme_environment": "prod"}, "ingress_tls_acme_environment must be one of"),
@@ -693,12 +411,14 @@ BAD_INPUTS = [
     ({"ingress_tls_acme_solver": "dns01", "ingress_tls_dns01_provider": "rfc2136",
       "ingress_tls_dns01_rfc2136_nameserver": "127.0.53.2:53", "ingress_tls_dns01_rfc2136_tsig_key_name": TSIG_NAME,
       "ingress_tls_dns01_rfc2136_tsig_secret": ""}, "The DNS-01 RFC 2136 solver needs"),
+    ({"ingress_tls_acme_ca_bundle": "/nonexistent/pebble-ca.pem"},
+     "ingress_tls_acme_ca_bundle '/nonexistent/pebble-ca.pem' is not a readable file"),
 ]
 
 
 @pytest.mark.parametrize("bad,expected", BAD_INPUTS, ids=[
     "email-missing", "email-malformed", "email-reserved", "host-invalid", "host-url", "environment-unknown",
-    "dns01-secret-missing", "dns01-rfc2136-no-tsig"])
+    "dns01-secret-missing", "dns01-rfc2136-no-tsig", "acme-ca-bundle-missing"])
 def test_bad_input_is_refused_before_any_change(k8s, lab, bad, expected):
     before = tls_snapshot(k8s)
     run = run_playbook(SITE, "--tags", "ingress,tls", extra_vars=dict(lab["extra"], **bad))
@@ -710,19 +430,19 @@ def test_bad_input_is_refused_before_any_change(k8s, lab, bad, expected):
 
 
 def test_webhook_check_waits_for_a_webhook_that_does_not_serve(k8s, lab):
-    """Put the chart's ValidatingWebhookConfiguration back (its Service has no
-    serving pod here): the role's dry-run create is refused through it, and the
-    role stops before creating anything, quoting the API server."""
-    manifest = subprocess.run(["helm", "get", "manifest", "cert-manager", "-n", CM_NS], capture_output=True,
-                              text=True, check=True).stdout
-    vwc = [d for d in yaml.safe_load_all(manifest) if d and d["kind"] == "ValidatingWebhookConfiguration"]
-    assert len(vwc) == 1
-    applied = kubectl("apply", "-f", "-", stdin=json.dumps(vwc[0]))
-    assert applied.returncode == 0, applied.stderr
+    """Scale cert-manager's webhook Deployment to 0: the runner stops the real
+    webhook, the API server cannot call it, the role's dry-run create is
+    refused and the role stops before creating anything, quoting the API
+    server. Scaled back, the same run passes once the webhook serves again."""
+    apps = client.AppsV1Api(k8s)
+    apps.patch_namespaced_deployment_scale("cert-manager-webhook", CM_NS, {"spec": {"replicas": 0}})
     try:
+        wait("the runner to stop cert-manager's webhook", lambda: kubectl(
+            "create", "--dry-run=server", "-f", "-", stdin=json.dumps(
+                {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ClusterIssuer", "metadata": {"name": "probe"},
+                 "spec": {"selfSigned": {}}})).returncode != 0, 30)
         before = tls_snapshot(k8s)
-        extra = dict(lab["extra"], ingress_tls_cert_manager_admission_webhooks=True,
-                     ingress_tls_cert_manager_wait_timeout=10)
+        extra = dict(lab["extra"], ingress_tls_cert_manager_wait_timeout=10)
         run = run_playbook(SITE, "--tags", "tls", extra_vars=extra)
         assert run.rc != 0
         message = " ".join(run.failures())
@@ -730,35 +450,35 @@ def test_webhook_check_waits_for_a_webhook_that_does_not_serve(k8s, lab):
         assert 'failed calling webhook "webhook.cert-manager.io"' in message, message
         assert tls_snapshot(k8s) == before
     finally:
-        kubectl("delete", "validatingwebhookconfiguration", "cert-manager-webhook", "--ignore-not-found")
+        apps.patch_namespaced_deployment_scale("cert-manager-webhook", CM_NS, {"spec": {"replicas": 1}})
+    run = run_playbook(SITE, "--tags", "tls", extra_vars=lab["extra"])
+    assert run.rc == 0, run.explain()
 
 
 @pytest.mark.parametrize("solver", [
-    {"ingress_tls_acme_solver": "dns01", "ingress_tls_dns01_provider": "rfc2136",
-     "ingress_tls_dns01_rfc2136_nameserver": f"{ZONE_NS_ADDR}:53"},
+    {"ingress_tls_acme_solver": "http01"},
     {"ingress_tls_acme_solver": "dns01", "ingress_tls_dns01_provider": "other",
      "ingress_tls_dns01_solver_config": {"cloudflare": {"apiTokenSecretRef": {"name": "cloudflare-api-token",
                                                                               "key": "api-token"}}},
      "ingress_tls_dns01_secret_name": "cloudflare-api-token",
      "ingress_tls_dns01_secret_data": {"api-token": "not-a-real-token"}},
     {"ingress_tls_acme_environment": "production"},
-], ids=["dns01-rfc2136", "dns01-secret-ref", "production"])
+], ids=["http01", "dns01-secret-ref", "production"])
 def test_other_issuers_are_accepted_by_the_api_server_in_check_mode(k8s, lab, solver):
     """--check sends the ClusterIssuer (and the DNS-01 Secret) as a server-side
-    dry run: the real CRD schema accepts them, nothing is stored, no secret is shown."""
+    dry run through cert-manager's real webhook: it accepts them, nothing is
+    stored, no secret is shown."""
     before = tls_snapshot(k8s)
     run = run_playbook(SITE, "--tags", "tls", "--check", "--diff", extra_vars=dict(lab["extra"], **solver))
     assert run.rc == 0, run.explain()
-    applied = [r for n, _h, r in run.task_results() if n.endswith("Apply the ClusterIssuer (%s)" % (
-        solver.get("ingress_tls_acme_environment", "staging")))]
+    env = solver.get("ingress_tls_acme_environment", "custom")
+    applied = [r for n, _h, r in run.task_results() if n.endswith(f"Apply the ClusterIssuer ({env})")]
     assert applied and applied[0]["changed"], run.explain()
     spec = applied[0]["result"]["spec"]["acme"]
-    if solver.get("ingress_tls_acme_environment") == "production":
+    if env == "production":
         assert spec["server"] == "https://acme-v02.api.letsencrypt.org/directory"
-    elif solver["ingress_tls_dns01_provider"] == "rfc2136":
-        assert spec["solvers"] == [{"dns01": {"rfc2136": {
-            "nameserver": f"{ZONE_NS_ADDR}:53", "tsigKeyName": TSIG_NAME, "tsigAlgorithm": "HMACSHA256",
-            "tsigSecretSecretRef": {"name": "letsencrypt-staging-dns01", "key": "tsig-secret"}}}}]
+    elif solver["ingress_tls_acme_solver"] == "http01":
+        assert spec["solvers"] == [{"http01": {"ingress": {"class": "istio"}}}]
     else:
         assert spec["solvers"] == [{"dns01": solver["ingress_tls_dns01_solver_config"]}]
     assert TSIG_SECRET not in run.raw and "not-a-real-token" not in run.raw
@@ -778,6 +498,9 @@ def test_https_redirect_on_another_gateway_is_refused(k8s, lab):
         assert run.rc != 0
         message = " ".join(run.failures())
         assert f"{APP_NS}/legacy-redirect set tls.httpsRedirect on a port 80 server for {HOST}" in message, message
+        # The stand-in honours it too: every plain-HTTP request for the host is redirected.
+        status, _body = http_get(lab["address"], HOST, "/.well-known/acme-challenge/token")
+        assert status == 301
     finally:
         custom.delete_namespaced_custom_object("networking.istio.io", "v1", APP_NS, "gateways", "legacy-redirect")
 
@@ -788,8 +511,10 @@ def test_mesh_wide_istio_mutual_gets_a_narrow_exception_for_the_solver(k8s, lab)
                  "metadata": {"name": "mesh-wide-mtls", "namespace": GW_NS},
                  "spec": {"host": "*.local", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}}
     custom.create_namespaced_custom_object("networking.istio.io", "v1", GW_NS, "destinationrules", mesh_wide)
+    # HTTP-01 (the traps concern its solver); the issued certificate stays valid.
+    extra = dict(lab["extra"], ingress_tls_acme_solver="http01")
     try:
-        run = run_playbook(SITE, "--tags", "tls", extra_vars=lab["extra"])
+        run = run_playbook(SITE, "--tags", "tls", extra_vars=extra)
         assert run.rc == 0, run.explain()
         dr = custom.get_namespaced_custom_object("networking.istio.io", "v1", GW_NS, "destinationrules",
                                                  "acme-http01-solver-plaintext")
@@ -797,8 +522,142 @@ def test_mesh_wide_istio_mutual_gets_a_narrow_exception_for_the_solver(k8s, lab)
             "host": f"*.{GW_NS}.svc.cluster.local", "exportTo": ["."],
             "workloadSelector": {"matchLabels": {"istio": "ingressgateway"}},
             "trafficPolicy": {"portLevelSettings": [{"port": {"number": 8089}, "tls": {"mode": "DISABLE"}}]}}
-        again = run_playbook(SITE, "--tags", "tls", extra_vars=lab["extra"])
+        again = run_playbook(SITE, "--tags", "tls", extra_vars=extra)
         assert again.rc == 0 and again.changed == 0, again.explain()
     finally:
         for name in ("mesh-wide-mtls", "acme-http01-solver-plaintext"):
             _delete(custom.delete_namespaced_custom_object, "networking.istio.io", "v1", GW_NS, "destinationrules", name)
+        back = run_playbook(SITE, "--tags", "tls", extra_vars=lab["extra"])
+        assert back.rc == 0, back.explain()
+
+
+# ---------------------------------------------------------------------------
+# Misconfigurations the gateway stand-in must not hide
+# ---------------------------------------------------------------------------
+
+def test_virtualservice_in_a_namespace_without_bookinfo_fails_the_http_check(k8s, lab):
+    """The Gateway and VirtualService put in a namespace where no productpage
+    runs: the route's short destination host means productpage there, the
+    gateway answers 503, the role's HTTP check fails."""
+    core = client.CoreV1Api(k8s)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="bookinfo-elsewhere")))
+    custom = client.CustomObjectsApi(k8s)
+    # Only the misplaced pair binds the host (an older VirtualService for it would win).
+    for kind, name in (("virtualservices", "bookinfo"), ("gateways", "bookinfo-gateway")):
+        custom.delete_namespaced_custom_object("networking.istio.io", "v1", APP_NS, kind, name)
+    t0 = time.time()
+    try:
+        extra = dict(lab["extra"], ingress_tls_namespace="bookinfo-elsewhere", ingress_tls_http_check_timeout=5,
+                     ingress_tls_gateway_name="bookinfo-gateway-elsewhere")
+        run = run_playbook(SITE, "--tags", "ingress", extra_vars=extra)
+        assert run.rc != 0
+        message = " ".join(run.failures())
+        assert "did not return the Bookinfo page" in message and "status 503" in message, message
+        decided = [e for e in gateway_events(t0) if e.get("path") == "/productpage"]
+        assert decided and "no Service bookinfo-elsewhere/productpage" in decided[-1]["why"], decided
+    finally:
+        for kind, name in (("virtualservices", "bookinfo"), ("gateways", "bookinfo-gateway-elsewhere")):
+            _delete(custom.delete_namespaced_custom_object, "networking.istio.io", "v1", "bookinfo-elsewhere", kind, name)
+        _delete(core.delete_namespace, "bookinfo-elsewhere")
+    # The right configuration passes again.
+    back = run_playbook(SITE, *TAGS, extra_vars=lab["extra"])
+    assert back.rc == 0, back.explain()
+    status, body = http_get(lab["address"], HOST, "/productpage")
+    assert status == 200 and "Simple Bookstore App" in body
+
+
+def test_older_gateway_with_a_wrong_credential_fails_the_served_check(k8s, lab):
+    """Another (older) Gateway already claims the host on 443 with a
+    credentialName that names another Secret: Envoy serves the first server
+    for a host and port, so the gateway does not serve the role's certificate,
+    and the role's served-certificate check fails."""
+    custom = client.CustomObjectsApi(k8s)
+    core = client.CoreV1Api(k8s)
+    custom.delete_namespaced_custom_object("networking.istio.io", "v1", APP_NS, "gateways", "bookinfo-gateway")
+    legacy = {"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+              "metadata": {"name": "legacy-tls", "namespace": APP_NS},
+              "spec": {"selector": {"istio": "ingressgateway"}, "servers": [
+                  {"port": {"number": 443, "name": "https", "protocol": "HTTPS"}, "hosts": [HOST],
+                   "tls": {"mode": "SIMPLE", "credentialName": "legacy-tls-cert"}}]}}
+    custom.create_namespaced_custom_object("networking.istio.io", "v1", APP_NS, "gateways", legacy)
+    time.sleep(1.1)  # creationTimestamp has a resolution of one second
+    t0 = time.time()
+    try:
+        extra = dict(lab["extra"], ingress_tls_certificate_timeout=10)
+        run = run_playbook(SITE, "--tags", "ingress,tls", extra_vars=extra)
+        assert run.rc != 0
+        message = " ".join(run.failures())
+        assert f"serves credentialName {CERT}, which istiod reads from {GW_NS}" in message, message
+        shakes = [e for e in gateway_events(t0) if e.get("sni") == HOST]
+        assert shakes and not shakes[-1]["handshake"], shakes
+        assert "credentialName 'legacy-tls-cert'" in shakes[-1]["why"], shakes
+    finally:
+        _delete(custom.delete_namespaced_custom_object, "networking.istio.io", "v1", APP_NS, "gateways", "legacy-tls")
+        _delete(core.delete_namespaced_secret, "legacy-tls-cert", GW_NS)
+    back = run_playbook(SITE, *TAGS, extra_vars=lab["extra"])
+    assert back.rc == 0, back.explain()
+
+
+def test_gateway_selecting_no_gateway_pods_serves_nothing(k8s, lab):
+    """A Gateway (and its VirtualService) whose selector matches no gateway
+    pod is not served by this gateway: 404, and no certificate for its host."""
+    custom = client.CustomObjectsApi(k8s)
+    host = "elsewhere.smistio.test"
+    gw = {"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+          "metadata": {"name": "wrong-selector", "namespace": APP_NS},
+          "spec": {"selector": {"istio": "egressgateway"}, "servers": [
+              {"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": [host]},
+              {"port": {"number": 443, "name": "https", "protocol": "HTTPS"}, "hosts": [host],
+               "tls": {"mode": "SIMPLE", "credentialName": CERT}}]}}
+    vs = {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+          "metadata": {"name": "wrong-selector", "namespace": APP_NS},
+          "spec": {"hosts": [host], "gateways": ["wrong-selector"],
+                   "http": [{"route": [{"destination": {"host": "productpage", "port": {"number": 9080}}}]}]}}
+    custom.create_namespaced_custom_object("networking.istio.io", "v1", APP_NS, "gateways", gw)
+    custom.create_namespaced_custom_object("networking.istio.io", "v1", APP_NS, "virtualservices", vs)
+    try:
+        status, _body = http_get(lab["address"], host, "/productpage")
+        assert status == 404
+        gw["spec"]["selector"] = {"istio": "ingressgateway"}
+        gw["metadata"]["resourceVersion"] = custom.get_namespaced_custom_object(
+            "networking.istio.io", "v1", APP_NS, "gateways", "wrong-selector")["metadata"]["resourceVersion"]
+        custom.replace_namespaced_custom_object("networking.istio.io", "v1", APP_NS, "gateways", "wrong-selector", gw)
+        status, body = http_get(lab["address"], host, "/productpage")
+        assert status == 200 and "Simple Bookstore App" in body
+    finally:
+        _delete(custom.delete_namespaced_custom_object, "networking.istio.io", "v1", APP_NS, "virtualservices",
+                "wrong-selector")
+        _delete(custom.delete_namespaced_custom_object, "networking.istio.io", "v1", APP_NS, "gateways",
+                "wrong-selector")
+
+
+def test_http01_issuance_through_the_gateway_stand_in(k8s, lab):
+    """HTTP-01 for real up to the data plane: cert-manager creates the solver's
+    Ingress (class istio), Service and acmesolver pod; Pebble asks
+    http://<host>/.well-known/acme-challenge/<token> at the gateway's address
+    (the A record the role wrote), where the stand-in routes it through that
+    Ingress to the solver pod and answers what acmesolver would (its --key for
+    its --token). cert-manager's own self-check goes the same way
+    (--acme-http01-solver-nameservers: the zone's server, no system resolver here)."""
+    name, issuer = "bookinfo-http01", "smistio-http01"
+    values = dict(lab["extra"]["ingress_tls_cert_manager_extra_values"],
+                  extraArgs=[f"--acme-http01-solver-nameservers={ZONE_NS_ADDR}:53"])
+    extra = dict(lab["extra"], ingress_tls_acme_solver="http01", ingress_tls_issuer_name=issuer,
+                 ingress_tls_certificate_name=name, ingress_tls_cert_manager_extra_values=values)
+    t0 = time.time()
+    custom = client.CustomObjectsApi(k8s)
+    try:
+        run = run_playbook(SITE, "--tags", "ingress,tls", extra_vars=extra)
+        assert run.rc == 0, run.explain()
+        leaf = leaf_of(k8s, name)
+        assert leaf.issuer.rfc4514_string().startswith("CN=Pebble Intermediate CA"), leaf.issuer
+        answered = [e for e in gateway_events(t0)
+                    if e.get("path", "").startswith("/.well-known/acme-challenge/") and e["status"] == 200]
+        assert answered and f"acmesolver for {HOST}" in answered[0]["why"], gateway_events(t0)
+        assert answered[0]["why"].startswith(f"Ingress -> {GW_NS}/cm-acme-http-solver-"), answered[0]
+    finally:
+        _delete(custom.delete_namespaced_custom_object, GROUP, VERSION, GW_NS, "certificates", name)
+        _delete(client.CoreV1Api(k8s).delete_namespaced_secret, name, GW_NS)
+        _delete(custom.delete_cluster_custom_object, GROUP, VERSION, "clusterissuers", issuer)
+    back = run_playbook(SITE, *TAGS, extra_vars=lab["extra"])
+    assert back.rc == 0, back.explain()

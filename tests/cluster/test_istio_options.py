@@ -4,7 +4,7 @@ a revisioned control plane (istio_install_revision) and the ambient data plane
 
 Real: the kube-apiserver, the Istio charts of the pinned snapshot installed by
 Helm, istiod (pilot-discovery run on the host by
-hack/testcluster/istiod_runner.py, which follows the revision's Deployment and
+hack/testcluster/workload_runner.py, which follows the revision's Deployment and
 Service ``istiod-<rev>``) injecting istio-proxy and validating config through
 the real webhook path. Simulated: KWOK marks every pod Running/Ready, the
 DaemonSet pods of istio-cni and ztunnel included; no CNI plugin, ztunnel or

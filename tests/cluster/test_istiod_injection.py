@@ -1,7 +1,7 @@
 """Sidecar injection and config validation by the real istiod.
 
 The ``base`` and ``istiod`` charts are installed with Helm into istio-system.
-KWOK runs no container, so hack/testcluster/istiod_runner.py starts the real
+KWOK runs no container, so hack/testcluster/workload_runner.py starts the real
 ``pilot-discovery`` (built from the pinned istio.io/istio snapshot) as a host
 process inside the cluster's network namespace, listening on the istiod
 Service's ClusterIP (added as a /32 to the namespace's loopback). The

@@ -2,7 +2,7 @@
 
 Real: the kube-apiserver and its validation, the Istio charts (packaged from the
 pinned istio.io/istio module) installed by Helm, istiod (pilot-discovery of the
-pinned snapshot, run on the host by hack/testcluster/istiod_runner.py) injecting
+pinned snapshot, run on the host by hack/testcluster/workload_runner.py) injecting
 the istio-proxy sidecar through the real webhook path. Simulated: KWOK marks the
 pods Running/Ready (no container runs), lb_controller.py assigns the gateway's
 LoadBalancer IP.

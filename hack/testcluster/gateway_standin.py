@@ -1,0 +1,384 @@
+"""Stand-in for the Envoy of Istio's ingress gateways, answering from the real configuration.
+
+Part of the local test cluster: no container runs (KWOK), so no Envoy serves
+the gateway Service's LoadBalancer IP. This process does, for every Service of
+type LoadBalancer that has an address and selects the pods of an Istio gateway
+(pods whose container image is Istio's ``proxyv2``, as istiod's injection
+makes the gateway chart's ``image: auto``): it listens on
+``<LB IP>:<port>`` for each Service port that a Gateway server uses (80, 443),
+and decides every answer from what is in the API server at that moment, as
+istiod would push it to Envoy (the subset Bookinfo and cert-manager need):
+
+- Gateways (any namespace) whose ``selector`` matches the gateway pods'
+  labels; their servers for that port whose ``hosts`` match the request's Host
+  / SNI (``host``, ``ns/host``, ``*/host``, ``*.suffix``, ``*``);
+- port 80: ``tls.httpsRedirect`` answers 301 to https; otherwise the HTTP
+  routes of the VirtualServices bound to such a Gateway (``gateways`` as
+  ``name`` in the VirtualService's namespace or ``ns/name``) for the host, in
+  order, matching ``uri`` exact/prefix/regex and ``port``: ``redirect``
+  answers ``redirectCode`` (default 301) with the rewritten Location; ``route``
+  goes to the destination Service (a short name is in the VirtualService's
+  namespace, ``<svc>.<ns>.svc.cluster.local`` in ``<ns>``) at the destination
+  port (or its only port): no such Service or port: 503 ``no healthy
+  upstream``; a Service with no Ready pod: 503; else the upstream answers. The
+  upstream cannot run either; for Bookinfo's productpage (the Service's pods
+  run the ``examples-bookinfo-productpage`` image) the answer is a page with
+  Bookinfo's title, for anything else a page naming the Service;
+- port 80, Ingresses (cert-manager's HTTP-01 solver): when the mesh ConfigMap
+  of the revision (``istio``) has ingressControllerMode not OFF and its
+  ingressSelector is this gateway's ``istio`` label, Ingresses of its
+  ingressClass (``spec.ingressClassName`` or the
+  ``kubernetes.io/ingress.class`` annotation) route too; the backend Service's
+  pods, when they are cert-manager's acmesolver (its ``--domain``, ``--token``
+  and ``--key`` arguments), answer what acmesolver answers: the key for the
+  token of its domain, 404 otherwise;
+- port 443: the server for the SNI; ``tls.mode`` SIMPLE (MUTUAL would ask the
+  client for a certificate, which is refused here; PASSTHROUGH and
+  ISTIO_MUTUAL are not terminated: handshake refused); the certificate is the
+  Secret named by ``credentialName`` in the gateway Service's namespace (where
+  istiod reads it), ``tls.crt``/``tls.key``; missing: handshake refused.
+  Requests over TLS route as on port 80 (VirtualService rules for port 443).
+
+Every request and handshake is appended to
+``$SMI_STATE/gateway-standin/<ns>.<svc>.jsonl`` (time, port, host/SNI, path,
+status, why), which tests read to show what was decided and why.
+
+Usage: gateway_standin.py KUBECONFIG STATE_DIR
+"""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import re
+import ssl
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import yaml
+from kubernetes import client, config
+
+POLL_S = 1.0
+PROXY_IMAGE = "proxyv2"
+PRODUCTPAGE_IMAGE = "examples-bookinfo-productpage"
+BOOKINFO_HTML = (b"<!DOCTYPE html><html><head><title>Simple Bookstore App</title></head>"
+                 b"<body>gateway stand-in: Bookinfo productpage</body></html>")
+ISTIO = ("networking.istio.io", "v1")
+
+
+def log(msg: str) -> None:
+    print(time.strftime("%H:%M:%S"), msg, flush=True)
+
+
+def host_matches(pattern: str, host: str) -> bool:
+    pattern = pattern.split("/", 1)[1] if "/" in pattern else pattern
+    if pattern == "*":
+        return True
+    if pattern.startswith("*."):
+        return host.endswith(pattern[1:])
+    return pattern == host
+
+
+class Gateway:
+    """One gateway Service and what it serves."""
+
+    def __init__(self, api: client.ApiClient, svc, pod_labels: dict, record: Path):
+        self.core = client.CoreV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self.net = client.NetworkingV1Api(api)
+        self.namespace, self.name = svc.metadata.namespace, svc.metadata.name
+        self.pod_labels = pod_labels
+        self.address = svc.status.load_balancer.ingress[0].ip
+        self.ports = sorted({p.port for p in svc.spec.ports or []} & {80, 443})
+        self.record_file = record
+        self.lock = threading.Lock()
+        self.servers: list[http.server.ThreadingHTTPServer] = []
+        self.tmp = tempfile.TemporaryDirectory(prefix="gateway-standin-")
+
+    def record(self, **event) -> None:
+        event["t"] = round(time.time(), 3)
+        with self.lock, self.record_file.open("a") as out:
+            out.write(json.dumps(event) + "\n")
+
+    # -- configuration --------------------------------------------------------
+    def gateways(self) -> list[dict]:
+        items = self.custom.list_cluster_custom_object(*ISTIO, "gateways")["items"]
+        # Istio keeps the oldest Gateway's server when two claim a host and port.
+        items.sort(key=lambda g: (g["metadata"]["creationTimestamp"], g["metadata"]["namespace"], g["metadata"]["name"]))
+        return [g for g in items if g["spec"].get("selector")
+                and all(self.pod_labels.get(k) == v for k, v in g["spec"]["selector"].items())]
+
+    def servers_for(self, port: int, host: str) -> list[tuple[dict, dict]]:
+        return [(g, s) for g in self.gateways() for s in g["spec"].get("servers", [])
+                if s["port"]["number"] == port and any(host_matches(h, host) for h in s.get("hosts", []))]
+
+    def vs_rule(self, bound: set[str], host: str, path: str, port: int) -> tuple[dict, dict] | None:
+        items = self.custom.list_cluster_custom_object(*ISTIO, "virtualservices")["items"]
+        # Two VirtualServices for one host on one gateway: the oldest wins, as in Istio.
+        items.sort(key=lambda v: (v["metadata"]["creationTimestamp"], v["metadata"]["namespace"], v["metadata"]["name"]))
+        for vs in items:
+            ns = vs["metadata"]["namespace"]
+            gws = {g if "/" in g else f"{ns}/{g}" for g in vs["spec"].get("gateways", [])}
+            if not gws & bound or not any(host_matches(h, host) for h in vs["spec"].get("hosts", [])):
+                continue
+            for rule in vs["spec"].get("http", []):
+                for match in rule.get("match") or [{}]:
+                    if "port" in match and match["port"] != port:
+                        continue
+                    uri = match.get("uri", {})
+                    if "exact" in uri and path.split("?")[0] != uri["exact"]:
+                        continue
+                    if "prefix" in uri and not path.startswith(uri["prefix"]):
+                        continue
+                    if "regex" in uri and not re.fullmatch(uri["regex"], path.split("?")[0]):
+                        continue
+                    return vs, rule
+        return None
+
+    def mesh(self) -> dict:
+        try:
+            cm = self.core.read_namespaced_config_map("istio", "istio-system")
+        except client.ApiException:
+            return {}
+        return yaml.safe_load((cm.data or {}).get("mesh", "")) or {}
+
+    def ingress_backend(self, host: str, path: str) -> tuple[str, str, object] | None:
+        """(namespace, Service, port) of an Ingress istiod would serve on this gateway."""
+        mesh = self.mesh()
+        if mesh.get("ingressControllerMode", "STRICT") == "OFF":
+            return None
+        if mesh.get("ingressSelector", "ingressgateway") != self.pod_labels.get("istio"):
+            return None
+        klass = mesh.get("ingressClass", "istio")
+        for ing in self.net.list_ingress_for_all_namespaces().items:
+            ann = ing.metadata.annotations or {}
+            if (ing.spec.ingress_class_name or ann.get("kubernetes.io/ingress.class")) != klass:
+                continue
+            for rule in ing.spec.rules or []:
+                if rule.host and rule.host != host or not rule.http:
+                    continue
+                for p in rule.http.paths:
+                    ok = path.split("?")[0] == p.path if p.path_type == "Exact" else path.startswith(p.path or "/")
+                    if ok and p.backend.service:
+                        port = p.backend.service.port
+                        return ing.metadata.namespace, p.backend.service.name, port.number or port.name
+        return None
+
+    # -- upstreams --------------------------------------------------------------
+    def upstream(self, namespace: str, service: str, port, host: str, path: str) -> tuple[int, bytes, str]:
+        try:
+            svc = self.core.read_namespaced_service(service, namespace)
+        except client.ApiException:
+            return 503, b"no healthy upstream", f"no Service {namespace}/{service}"
+        ports = svc.spec.ports or []
+        if port is None and len(ports) == 1:
+            port = ports[0].port
+        if not any(port in (p.port, p.name) for p in ports):
+            return 503, b"no healthy upstream", f"Service {namespace}/{service} has no port {port}"
+        selector = ",".join(f"{k}={v}" for k, v in (svc.spec.selector or {}).items())
+        pods = [p for p in self.core.list_namespaced_pod(namespace, label_selector=selector).items
+                if selector and any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or []))]
+        if not pods:
+            return 503, b"no healthy upstream", f"Service {namespace}/{service} has no Ready pod"
+        containers = pods[0].spec.containers or []
+        if any(PRODUCTPAGE_IMAGE in (c.image or "") for c in containers):
+            return 200, BOOKINFO_HTML, f"{namespace}/{service}:{port} (productpage pods)"
+        args = {}
+        for c in containers:
+            args.update(a.lstrip("-").split("=", 1) for a in c.args or [] if "=" in a)
+        if {"domain", "token", "key"} <= set(args):  # cert-manager's acmesolver
+            token = path.split("?")[0].rsplit("/", 1)[-1]
+            if host == args["domain"] and token == args["token"]:
+                return 200, args["key"].encode(), f"{namespace}/{service}: acmesolver for {args['domain']}"
+            return 404, b"", f"{namespace}/{service}: acmesolver for {args['domain']}, token {args['token']}"
+        return 200, f"gateway stand-in: upstream {namespace}/{service}".encode(), f"{namespace}/{service}:{port}"
+
+    def answer(self, port: int, host: str, path: str) -> tuple[int, bytes, dict, str]:
+        servers = self.servers_for(port, host)
+        if port == 80 and any(s.get("tls", {}).get("httpsRedirect") for _g, s in servers):
+            g = next(g for g, s in servers if s.get("tls", {}).get("httpsRedirect"))
+            return 301, b"", {"Location": f"https://{host}{path}"}, \
+                f"httpsRedirect on {g['metadata']['namespace']}/{g['metadata']['name']}"
+        bound = {f"{g['metadata']['namespace']}/{g['metadata']['name']}" for g, _s in servers}
+        found = self.vs_rule(bound, host, path, port) if bound else None
+        if found:
+            vs, rule = found
+            where = f"VirtualService {vs['metadata']['namespace']}/{vs['metadata']['name']} rule {rule.get('name', '')}"
+            if "redirect" in rule:
+                r = rule["redirect"]
+                code = r.get("redirectCode", 301)
+                scheme = r.get("scheme", "https" if port == 443 else "http")
+                location = f"{scheme}://{r.get('authority', host)}{r.get('uri', path)}"
+                if "port" in r:
+                    location = f"{scheme}://{r.get('authority', host)}:{r['port']}{r.get('uri', path)}"
+                return code, b"", {"Location": location}, where
+            dest = (rule.get("route") or [{}])[0].get("destination", {})
+            dhost = dest.get("host", "")
+            parts = dhost.split(".")
+            ns = parts[1] if len(parts) > 1 else vs["metadata"]["namespace"]
+            status, body, why = self.upstream(ns, parts[0], (dest.get("port") or {}).get("number"), host, path)
+            return status, body, {"Content-Type": "text/html"}, f"{where} -> {why}"
+        if port == 80:
+            backend = self.ingress_backend(host, path)
+            if backend:
+                status, body, why = self.upstream(*backend, host, path)
+                return status, body, {"Content-Type": "text/plain"}, f"Ingress -> {why}"
+        return 404, b"", {}, ("no Gateway server for this host and port" if not bound
+                              else f"no route of a VirtualService bound to {sorted(bound)}")
+
+    def tls_context(self, sni: str) -> tuple[ssl.SSLContext | None, str]:
+        servers = self.servers_for(443, sni)
+        if not servers:
+            return None, "no Gateway server on 443 for this SNI"
+        g, server = servers[0]
+        tls = server.get("tls") or {}
+        mode = tls.get("mode", "")
+        if mode != "SIMPLE":
+            return None, f"tls.mode {mode or 'unset'} on {g['metadata']['namespace']}/{g['metadata']['name']} is not served here"
+        name = tls.get("credentialName", "")
+        try:
+            secret = self.core.read_namespaced_secret(name, self.namespace)
+            crt, key = base64.b64decode(secret.data["tls.crt"]), base64.b64decode(secret.data["tls.key"])
+        except (client.ApiException, KeyError, TypeError):
+            return None, f"credentialName {name!r}: no such Secret with tls.crt and tls.key in {self.namespace}"
+        d = Path(tempfile.mkdtemp(dir=self.tmp.name))
+        (d / "crt").write_bytes(crt)
+        (d / "key").write_bytes(key)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            ctx.load_cert_chain(d / "crt", d / "key")
+        except ssl.SSLError as exc:
+            return None, f"credentialName {name!r}: Secret {self.namespace}/{name} does not hold a usable pair ({exc})"
+        finally:
+            (d / "key").unlink()
+            (d / "crt").unlink()
+            d.rmdir()
+        return ctx, f"Secret {self.namespace}/{name}"
+
+    # -- serving ----------------------------------------------------------------
+    def start(self) -> None:
+        gw = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def handle(self):
+                if isinstance(self.connection, ssl.SSLSocket):
+                    try:
+                        self.connection.do_handshake()
+                    except (ssl.SSLError, OSError):
+                        return
+                super().handle()
+
+            def do_GET(self):  # noqa: N802 - http.server's naming
+                port = self.server.server_address[1]
+                host = (self.headers.get("Host") or "").split(":")[0]
+                try:
+                    status, body, headers, why = gw.answer(port, host, self.path)
+                except Exception as exc:  # noqa: BLE001 - the stand-in answers like Envoy would
+                    status, body, headers, why = 503, b"", {}, f"stand-in error: {exc}"
+                gw.record(port=port, host=host, path=self.path, status=status, why=why)
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_HEAD = do_GET  # noqa: N815
+
+            def log_message(self, *args):
+                pass
+
+        class TLSServer(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+
+            def get_request(self):
+                sock, addr = super().get_request()
+                sock.settimeout(10)
+                return base.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
+
+        base = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+
+        def pick(sslobj, server_name, _ctx):
+            ctx, why = gw.tls_context(server_name or "")
+            gw.record(port=443, sni=server_name or "", handshake=ctx is not None, why=why)
+            if ctx is None:
+                return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
+            sslobj.context = ctx
+            return None
+
+        base.sni_callback = pick
+        for port in self.ports:
+            cls = TLSServer if port == 443 else http.server.ThreadingHTTPServer
+            cls.daemon_threads = True
+            srv = cls((self.address, port), Handler)
+            threading.Thread(target=srv.serve_forever, daemon=True).start()
+            self.servers.append(srv)
+        log(f"serving {self.namespace}/{self.name} on {self.address} ports {self.ports} (record: {self.record_file})")
+
+    def stop(self) -> None:
+        for srv in self.servers:
+            srv.shutdown()
+            srv.server_close()
+        self.tmp.cleanup()
+        log(f"stopped serving {self.namespace}/{self.name} on {self.address}")
+
+
+def gateway_services(core: client.CoreV1Api) -> dict[tuple, tuple]:
+    out = {}
+    for svc in core.list_service_for_all_namespaces().items:
+        ingress = (svc.status.load_balancer and svc.status.load_balancer.ingress) or []
+        if svc.spec.type != "LoadBalancer" or not ingress or not ingress[0].ip or not svc.spec.selector:
+            continue
+        selector = ",".join(f"{k}={v}" for k, v in svc.spec.selector.items())
+        for pod in core.list_namespaced_pod(svc.metadata.namespace, label_selector=selector).items:
+            # The gateway chart's image is "auto": istiod's injection puts proxyv2 in.
+            images = [c.image or "" for c in pod.spec.containers or []]
+            if any(PROXY_IMAGE in i for i in images):
+                ports = tuple(sorted(p.port for p in svc.spec.ports or []))
+                out[(svc.metadata.namespace, svc.metadata.name, ingress[0].ip, ports)] = (svc, pod.metadata.labels or {})
+                break
+    return out
+
+
+def main() -> int:
+    kubeconfig, state = sys.argv[1], Path(sys.argv[2])
+    config.load_kube_config(config_file=kubeconfig)
+    api = client.ApiClient()
+    core = client.CoreV1Api(api)
+    (state / "gateway-standin").mkdir(parents=True, exist_ok=True)
+    running: dict[tuple, Gateway] = {}
+    last_error = ""
+    log("gateway stand-in: answering for Istio gateway Services from their Gateways, VirtualServices, Ingresses, Secrets")
+    while True:
+        try:
+            want = gateway_services(core)
+            for key in [k for k in running if k not in want]:
+                running.pop(key).stop()
+            for key, (svc, labels) in want.items():
+                if key not in running:
+                    gw = Gateway(api, svc, labels, state / "gateway-standin" / f"{key[0]}.{key[1]}.jsonl")
+                    try:
+                        gw.start()
+                    except OSError as exc:
+                        log(f"cannot serve {key[0]}/{key[1]} on {key[2]}: {exc}; retrying")
+                        gw.stop()
+                        continue
+                    running[key] = gw
+            last_error = ""
+        except Exception as exc:  # noqa: BLE001 - keep serving through API restarts
+            msg = f"{type(exc).__name__}: {exc}"
+            if msg != last_error:
+                log(f"reconcile failed: {msg}; retrying")
+                last_error = msg
+            time.sleep(2)
+        time.sleep(POLL_S)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
