@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: istio_analyze
 short_description: Check the mesh's configuration with Istio's own analyzer (istioctl analyze)
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - Runs C(istioctl analyze --all-namespaces --output json) against the cluster and reports the analyzer's messages
     about the objects of O(namespaces) (for example C(IST0101) for a VirtualService routing to a subset no

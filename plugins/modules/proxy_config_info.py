@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: proxy_config_info
 short_description: What Istio proxies will do, read from the configuration istiod pushes to them
-version_added: 0.3.0
+version_added: 0.2.0
 description:
   - Reads the Envoy configuration (clusters, listeners, routes) of the Istio proxies of selected pods, and says what
     they will do with traffic, so that a play verifies behaviour rather than the existence of objects.

@@ -73,7 +73,7 @@ def mesh(k8s):
     delete(k8s, NETWORKING, "gateways", "pci-gateway")
     for name in ("default", "reviews-exception"):
         delete(k8s, SECURITY, "peerauthentications", name)
-    gone = run_playbook(TEARDOWN, extra_vars=VARS)
+    gone = run_playbook(TEARDOWN, extra_vars={**VARS, "istio_install_teardown_crds": True})
     assert gone.rc == 0, gone.explain()
 
 
