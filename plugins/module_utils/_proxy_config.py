@@ -367,7 +367,7 @@ def summarize_gateway(listeners, routes, service_ports=None):
                     if host not in served:
                         served.append(host)
                 redirects = redirects or any(
-                    _bool((r.get('redirect') or {}).get('https_redirect')) for r in vhost.get('routes') or [])
+                    (summarize_route(r).get('redirect') or {}).get('https') for r in vhost.get('routes') or [])
             if tls is None:
                 mode = 'none'
             elif _bool(tls.get('require_client_certificate')):

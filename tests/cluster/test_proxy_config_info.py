@@ -105,7 +105,7 @@ def test_strict_is_seen_on_every_port_and_a_port_level_exception_is_named(tmp_pa
         "apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
         "metadata": {"name": "default", "namespace": mesh}, "spec": {"mtls": {"mode": "STRICT"}}})
     run, got = info(tmp_path, monkeypatch, {"namespace": mesh, "source": "istiod",
-                                            "expect": {"inbound_mode": "strict"}, "timeout": 20,
+                                            "expect": {"inbound_mode": "strict"}, "timeout": 60,
                                             "initial_sleep": 0.25, "max_sleep": 1})
     assert run.rc == 0, run.explain()
     assert all(i["mode"] == "strict" and i["accepts"] == ["mtls"] for p in got["proxies"] for i in p["inbound"])
@@ -141,7 +141,7 @@ def test_a_destination_rule_with_tls_disabled_shows_on_the_callers_cluster(tmp_p
         "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
         "metadata": {"name": "pci-ratings", "namespace": mesh},
         "spec": {"host": "ratings", "trafficPolicy": {"tls": {"mode": "DISABLE"}}}})
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while True:
         run, got = info(tmp_path, monkeypatch, {"namespace": mesh, "label_selectors": ["app=reviews", "version=v2"],
                                                 "source": "istiod"})
@@ -166,7 +166,7 @@ def test_a_weighted_split_reaches_productpage_and_a_missing_subset_is_reported(t
     apply(k8s, NETWORKING, "virtualservices", split)
     args = {"namespace": mesh, "label_selectors": ["app=productpage"], "source": "istiod", "hosts": ["reviews"],
             "expect": {"routes": [{"host": "reviews", "weights": {"v1": 80, "v2": 20}}], "no_problems": True},
-            "timeout": 20, "initial_sleep": 0.25, "max_sleep": 1}
+            "timeout": 60, "initial_sleep": 0.25, "max_sleep": 1}
     run, got = info(tmp_path, monkeypatch, args)
     assert run.rc == 0, run.explain()
     (vhost,) = got["proxies"][0]["routes"]
@@ -217,7 +217,7 @@ def test_the_gateway_serves_the_host_on_80_and_443_with_its_secret(tmp_path, mon
             "expect": {"gateway_servers": [
                 {"port": 80, "hosts": [HOST], "tls_mode": "none"},
                 {"port": 443, "hosts": [HOST], "tls_mode": "simple", "credential_name": "pci-tls"}]},
-            "timeout": 20, "initial_sleep": 0.25, "max_sleep": 1}
+            "timeout": 60, "initial_sleep": 0.25, "max_sleep": 1}
     run, got = info(tmp_path, monkeypatch, args)
     assert run.rc == 0, run.explain()
     (proxy,) = got["proxies"]

@@ -114,6 +114,19 @@ def test_gateway_from_recorded_config():
                      % dump['credential_name']]
 
 
+def test_gateway_redirect_by_scheme_counts_as_https_redirect():
+    """A VirtualService redirect with scheme https (Envoy's scheme_redirect), as ingress_tls writes it."""
+    listener = {'name': '0.0.0.0_80', 'address': {'socket_address': {'port_value': 80}},
+                'filter_chains': [{'filters': [{'name': 'hcm', 'typed_config': {
+                    '@type': 'type.googleapis.com/' + _proxy_config.HCM, 'rds': {'route_config_name': 'http.80'}}}]}]}
+    routes = [{'name': 'http.80', 'virtual_hosts': [{'name': 'h:80', 'domains': ['h.example.com'], 'routes': [
+        {'name': 'https-redirect', 'match': {'prefix': '/productpage'},
+         'redirect': {'scheme_redirect': 'https', 'response_code': 'MOVED_PERMANENTLY'}},
+        {'match': {'prefix': '/.well-known/acme-challenge/'}, 'route': {'cluster': 'outbound|8089||solver.ns.svc.cluster.local'}}]}]}]
+    (server,) = _proxy_config.summarize_gateway([listener], routes)
+    assert server['https_redirect'] is True and server['hosts'] == ['h.example.com']
+
+
 def test_recorded_config_dump_form_gives_the_same_summary():
     """An Envoy /config_dump holds the same resources; from_config_dump finds them."""
     config = recorded('reviews-strict')['config']
