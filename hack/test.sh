@@ -35,12 +35,12 @@ bash $CLUSTER start || { echo "FAILED: the local test cluster did not start"; ex
 "${SECOND[@]}" bash $CLUSTER start || { echo "FAILED: the second local test cluster did not start"; exit 1; }
 
 step "pytest inside the clusters' network namespaces (unit + cluster), two halves side by side"
-# Half 1: unit, render, and the cluster tests of the test cluster itself, the
-# modules and ingress/TLS; half 2: the site, mTLS, pushed config, namespaces,
-# AWX and molecule. Each test file belongs to exactly one half (checked below).
+# Half 1: unit, render, molecule, and the cluster tests of the test cluster
+# itself, the modules and ingress/TLS; half 2: the site, mTLS, pushed config,
+# namespaces and AWX (about the same time each). Each test file belongs to exactly one half (checked below).
 HALF2=(tests/cluster/test_site_istio_bookinfo.py tests/cluster/test_mtls_verify.py
        tests/cluster/test_proxy_config_info.py tests/cluster/test_bookinfo_namespaces.py
-       tests/cluster/test_awx_job_templates.py tests/molecule)
+       tests/cluster/test_awx_job_templates.py)
 half1_ignores=(--ignore=tests/lifecycle)
 for f in "${HALF2[@]}"; do
   [ -e "$f" ] || { echo "FAILED: hack/test.sh names $f, which does not exist"; exit 1; }
