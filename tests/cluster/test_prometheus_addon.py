@@ -52,10 +52,12 @@ def wait(what, predicate, timeout, step=1.0):
 
 def proxy_get(api, path: str) -> tuple[int, bytes]:
     """GET through the API server's service proxy to the prometheus Service."""
-    data, status, _headers = api.call_api(
-        f"/api/v1/namespaces/{NS}/services/prometheus:9090/proxy{path}", "GET",
-        auth_settings=["BearerToken"], _preload_content=False, _return_http_data_only=False)
-    return status, data.data
+    name, _, query = path.partition("?")
+    params = [tuple(item.split("=", 1)) for item in query.split("&") if item]
+    request = api.param_serialize(method="GET", resource_path=f"/api/v1/namespaces/{NS}/services/prometheus:9090/proxy{name}",
+                                  query_params=params, header_params={}, auth_settings=["BearerToken"])
+    response = api.call_api(*request, _request_timeout=10)
+    return response.status, response.read()
 
 
 @pytest.fixture(scope="module")
