@@ -18,6 +18,25 @@ if _COLLECTIONS.is_dir() and str(_COLLECTIONS) not in sys.path:
     sys.path.insert(0, str(_COLLECTIONS))
 
 
+def _install_collection_finder() -> None:
+    """Import every collection through Ansible's collection finder, from the
+    start of the test process, as ``ansible-test units`` does. Some tests need
+    the finder (the AWX render loads awx.awx's plugins); once it is installed,
+    a collection package imported earlier without it has no metadata and its
+    not-yet-imported modules fail to load, so which tests pass would depend on
+    their order."""
+    try:
+        from ansible.plugins.loader import init_plugin_loader
+        from ansible.utils.collection_loader import AnsibleCollectionConfig
+    except ImportError:  # the tests that need Ansible say so themselves
+        return
+    if not AnsibleCollectionConfig.collection_finder:
+        init_plugin_loader([str(_COLLECTIONS)] if _COLLECTIONS.is_dir() else [])
+
+
+_install_collection_finder()
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT

@@ -31,6 +31,7 @@ ALLOWED = {
     ("wait_for_certificate", "client_key"): "a path to a key file (kubernetes.core's spec: no_log False)",
     ("wait_for_ready", "client_key"): "a path to a key file (kubernetes.core's spec: no_log False)",
     ("preflight_info", "client_key"): "a path to a key file (kubernetes.core's spec: no_log False)",
+    ("proxy_config_info", "client_key"): "a path to a key file (kubernetes.core's spec: no_log False)",
 }
 
 

@@ -54,14 +54,22 @@ class ModuleResult(dict):
 
 
 @pytest.fixture
-def run_module():
-    """``run_module(main, args, check_mode=False) -> dict`` (``failed`` set on fail_json)."""
+def run_module(monkeypatch):
+    """``run_module(main, args, check_mode=False) -> dict`` (``failed`` set on fail_json).
+
+    The module runs as it does on a target: once anything in the test process
+    has imported Ansible's controller code (the AWX render does),
+    ``module_utils._internal.is_controller`` is true and a module's warnings
+    would go to the controller's display instead of its result.
+    """
+    from ansible.module_utils import _internal
 
     def _run(main, args, check_mode=False):
         args = dict(args)
         if check_mode:
             args['_ansible_check_mode'] = True
         buf = io.StringIO()
+        monkeypatch.setattr(_internal, 'is_controller', False)
         with patch_module_args(args), redirect_stdout(buf):
             with pytest.raises(SystemExit):
                 main()
