@@ -46,10 +46,10 @@ for f in "${HALF2[@]}"; do
   [ -e "$f" ] || { echo "FAILED: hack/test.sh names $f, which does not exist"; exit 1; }
   half1_ignores+=(--ignore="$f")
 done
-bash $CLUSTER exec -- .venv/bin/pytest -p no:cacheprovider --junitxml="$results/half1.xml" tests "${half1_ignores[@]}" \
+bash $CLUSTER exec -- .venv/bin/pytest -p no:cacheprovider --durations=30 --junitxml="$results/half1.xml" tests "${half1_ignores[@]}" \
   >"$results/half1.log" 2>&1 &
 pid1=$!
-"${SECOND[@]}" bash $CLUSTER exec -- .venv/bin/pytest -p no:cacheprovider --junitxml="$results/half2.xml" "${HALF2[@]}" \
+"${SECOND[@]}" bash $CLUSTER exec -- .venv/bin/pytest -p no:cacheprovider --durations=30 --junitxml="$results/half2.xml" "${HALF2[@]}" \
   >"$results/half2.log" 2>&1 &
 pid2=$!
 # Progress while both halves run: their last result lines every 60 s.

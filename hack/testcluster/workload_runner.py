@@ -58,6 +58,7 @@ Usage: workload_runner.py KUBECONFIG STATE_DIR
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import json
 import os
@@ -203,7 +204,17 @@ class Forward:
 
     def __init__(self, listen: tuple[str, int], target: tuple[str, int]):
         self.listen, self.target = listen, target
-        self.sock = socket.create_server(listen)
+        # A listener just closed (the same forward, set up again) can hold
+        # the address for a moment: retry for up to 5 s before giving up.
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                self.sock = socket.create_server(listen)
+                break
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
         self.sock.settimeout(0.5)
         self.closed = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
@@ -247,6 +258,10 @@ class Forward:
 
     def close(self) -> None:
         self.closed.set()
+        try:  # on Linux this stops the listener at once, even while accept() waits on it
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.sock.close()
 
 
@@ -722,8 +737,15 @@ class Instance:
             f"({', '.join(want['endpoints'])}; log {self.logfile})")
 
     def set_network(self, want: dict) -> None:
-        """Service and pod addresses on lo; forwards where a port is not served as is."""
-        self.clear_forwards()
+        """Service and pod addresses on lo; forwards where a port is not served as is.
+        A forward that is still wanted keeps its listener (closing and binding
+        it again races with the old listener's release)."""
+        wanted_forwards = [(tuple(listen), tuple(target)) for listen, target in want["forwards"]]
+        kept = [f for f in self.forwards if (f.listen, f.target) in wanted_forwards]
+        for fwd in self.forwards:
+            if fwd not in kept:
+                fwd.close()
+        self.forwards = kept
         wanted = list(dict.fromkeys([*want["service_ips"], *want["pod_ips"]]))
         for addr in self.addresses:
             if addr not in wanted:
@@ -731,7 +753,9 @@ class Instance:
         for addr in wanted:
             add_address(addr)
         self.addresses = wanted
-        for listen, target in want["forwards"]:
+        for listen, target in wanted_forwards:
+            if any((f.listen, f.target) == (listen, target) for f in kept):
+                continue
             try:
                 self.forwards.append(Forward(listen, target))
             except OSError as exc:

@@ -22,6 +22,8 @@ with the CRDs, also when a test stops early).
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,9 @@ from awx_config import Controller, render
 from conftest import REPO_ROOT, run_playbook
 
 SETTINGS = REPO_ROOT / "tests/cluster/vars/awx-local.yml"
+# What hack/testcluster/acme_lab.py made at this cluster's start: the DNS
+# zone's TSIG key goes into the ACME/TSIG credential, as a user would enter it.
+SITE_ACME = Path(os.environ.get("SMI_STATE", "/var/lib/servicemesh-istio/cluster")) / "acme/site-vars.json"
 SITE_VARS = REPO_ROOT / "hack/testcluster/site-vars.yml"
 TEARDOWN = REPO_ROOT / "playbooks/teardown.yml"
 P = "servicemesh.istio"
@@ -63,14 +68,23 @@ def peer_authentications(k8s) -> list[dict]:
     return found["items"]
 
 
+def local_settings() -> dict:
+    """tests/cluster/vars/awx-local.yml with this cluster's TSIG key and the
+    site variables as every job template's extra variables."""
+    settings = yaml.safe_load(SETTINGS.read_text())
+    acme = json.loads(SITE_ACME.read_text())
+    settings.update(awx_configure_tsig_key_name=acme["tsig_name"], awx_configure_tsig_key_secret=acme["tsig_secret"],
+                    awx_configure_job_extra_vars=yaml.safe_load(SITE_VARS.read_text()))
+    return settings
+
+
 @pytest.fixture(scope="module")
 def controller(kubeconfig, k8s):
     if istiod_deployments(k8s):
         pytest.fail("Istio is already installed: this module expects a cluster without it "
                     "(playbooks/teardown.yml -e istio_install_teardown_crds=true)")
-    settings = yaml.safe_load(SETTINGS.read_text())
+    settings = local_settings()
     settings["awx_configure_kubeconfig"] = Path(kubeconfig).read_text()
-    settings["awx_configure_job_extra_vars"] = yaml.safe_load(SITE_VARS.read_text())
     try:
         yield Controller(render(settings))
     finally:
@@ -138,11 +152,10 @@ def test_bearer_token_credential_reaches_the_cluster(kubeconfig, bearer_token, t
     reaches the cluster, and a wrong token is refused."""
     config = yaml.safe_load(Path(kubeconfig).read_text())
     cluster = config["clusters"][0]["cluster"]
-    settings = yaml.safe_load(SETTINGS.read_text())
+    settings = local_settings()
     settings.update(awx_configure_kubernetes_auth="bearer_token", awx_configure_k8s_host=cluster["server"],
                     awx_configure_k8s_bearer_token=bearer_token, awx_configure_k8s_verify_ssl=True,
-                    awx_configure_k8s_ssl_ca_cert=Path(cluster["certificate-authority"]).read_text(),
-                    awx_configure_job_extra_vars=yaml.safe_load(SITE_VARS.read_text()))
+                    awx_configure_k8s_ssl_ca_cert=Path(cluster["certificate-authority"]).read_text())
     bearer = Controller(render(settings))
     assert bearer.credentials[f"{P} cluster"]["credential_type"] == "OpenShift or Kubernetes API Bearer Token"
     run = bearer.launch(f"{P} verify", tmp_path / "good")

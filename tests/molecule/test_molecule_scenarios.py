@@ -43,6 +43,21 @@ def test_scenarios_are_found_under_molecule_without_warning():
     assert "should migrate" not in out, out
 
 
+def failure_report(out: str) -> str:
+    """What went wrong in a molecule run: each step's result, and the lines
+    that say why (fatal, failed, idempotence, molecule's errors) with the
+    task that printed them, then the end of the output."""
+    lines = out.splitlines()
+    keep: set[int] = set()
+    for i, line in enumerate(lines):
+        if "Executed: " in line:
+            keep.add(i)
+        elif re.search(r"^fatal:|^failed:|^\[ERROR\]|Idempotence test failed|CRITICAL|^ERROR", line):
+            task = next((j for j in range(i, -1, -1) if lines[j].startswith("TASK [")), i)
+            keep.update({task, *range(i, min(i + 8, len(lines)))})
+    return "\n".join(lines[i] for i in sorted(keep)) + "\n[…]\n" + out[-2500:]
+
+
 def test_default_scenario(capsys):
     running_before = cluster_running()
     env = dict(os.environ, MOLECULE_GLOB="molecule/*/molecule.yml", PATH=f"{BIN}:{os.environ['PATH']}",
@@ -54,7 +69,7 @@ def test_default_scenario(capsys):
     out = proc.stdout + proc.stderr
     with capsys.disabled():
         print(f"\nmolecule test -s default: {elapsed:.0f} s (cluster {'already running' if running_before else 'started by create'})")
-    assert proc.returncode == 0, out[-6000:]
+    assert proc.returncode == 0, failure_report(out)
     for step in ("create", "converge", "idempotence", "verify", "destroy"):
         assert re.search(rf"default (➜|>) {step}: Executed: Successful", out), (step, out[-3000:])
     assert "Every Bookinfo app has Ready pods" in out, out[-3000:]

@@ -209,6 +209,16 @@ def test_issuer_is_a_choice_of_staging_or_production(job_templates):
         assert question["default"] == "staging"
 
 
+def test_a_private_acme_server_can_be_offered_as_the_custom_issuer():
+    tasks = render({**OVERRIDES, "awx_configure_acme_environments": ["custom", "staging"],
+                    "awx_configure_survey_defaults": {**yaml.safe_load((REPO_ROOT / "playbooks/vars/awx.yml").read_text())[
+                        "awx_configure_survey_defaults"], "acme_environment": "custom"}})
+    site = {a["name"]: a for a in by_module(tasks, "job_template")}["servicemesh.istio site"]
+    (question,) = [q for q in site["survey_spec"]["spec"] if q["variable"] == "ingress_tls_acme_environment"]
+    assert (question["choices"], question["default"]) == (["custom", "staging"], "custom")
+    assert survey_errors(site["survey_spec"]) == []
+
+
 def test_workflow_install_verify_approve_production_canary(tasks, job_templates):
     (workflow,) = by_module(tasks, "workflow_job_template")
     nodes = {n["identifier"]: n for n in workflow["workflow_nodes"]}
