@@ -16,10 +16,9 @@ die() { echo "ERROR: $*" >&2; exit 1; }
 # --- Debian packages --------------------------------------------------------
 # iproute2: network namespace; openssl: cluster certificates; dnsmasq and
 # knot: DNS servers for the module tests; rsync: copying the collection for
-# ansible-test; shellcheck: ansible-test's shell script check; prometheus:
-# the real Prometheus the test cluster runs behind the addon's Service
-# (hack/testcluster/workload_runner.py).
-apt_pkgs=(iproute2 openssl dnsmasq-base knot knot-dnsutils rsync shellcheck curl prometheus)
+# ansible-test; shellcheck: ansible-test's shell script check. (Prometheus
+# is built from its Go module: Debian's package lacks Kubernetes discovery.)
+apt_pkgs=(iproute2 openssl dnsmasq-base knot knot-dnsutils rsync shellcheck curl)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -32,8 +31,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # knot's package starts a system daemon; the tests start their own.
   systemctl disable --now knot >/dev/null 2>&1 || true
-  # The same for prometheus (and its node exporter): the test cluster runs its own.
-  systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true
 fi
 
 # --- Python tool chain ------------------------------------------------------

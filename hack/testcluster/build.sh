@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds (once, then from cache) every binary of the local test cluster:
-# Kubernetes control plane, etcd, KWOK, Helm, istiod, istioctl, cert-manager, Pebble.
+# Kubernetes control plane, etcd, KWOK, Helm, istiod, istioctl, cert-manager,
+# Pebble, Prometheus.
 # Usage: build.sh [component...]
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
@@ -163,12 +164,48 @@ build_pebble() {
   build_simple pebble github.com/letsencrypt/pebble/v2 "$PEBBLE_VERSION" github.com/letsencrypt/pebble/v2/cmd/pebble pebble
 }
 
+# Prometheus, at the version Istio's samples/addons/prometheus.yaml pins
+# (PROMETHEUS_VERSION, versions.env), for the addon's Deployment. Its go.mod
+# has a replace directive, so it is built like cert-manager, in a module of
+# our own. Only the Kubernetes service discovery is compiled in (upstream's
+# build tags remove_all_sd,enable_kubernetes_sd): the addon's configuration
+# uses no other, and the cloud providers' SDKs would double the build. Debian's
+# package cannot stand in: it is built without Kubernetes discovery.
+build_prometheus() {
+  local v=$PROMETHEUS_VERSION mod=github.com/prometheus/prometheus out
+  # Prometheus 3.10.0 is published as Go module version v0.310.0.
+  local modv
+  modv="v0.$(echo "${v#v}" | awk -F. '{printf "%d%02d.%d", $1, $2, $3}')"
+  out=$(bin_dir prometheus "$v")
+  if [ -x "$out/prometheus" ]; then
+    log "Prometheus $v: cached in $out"
+    return
+  fi
+  local src="$SMI_CACHE/src/prometheus-$v"
+  prepare_module "$src" "$mod" "$modv"
+  local gomod rep=()
+  gomod=$(cd "$src" && go mod download -json "$mod@$modv" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  while read -r old _arrow new newv; do
+    rep+=("-replace=$old=$new@$newv")
+  done < <(sed -n 's/^replace \([^ ]*\) \(=>\) \([^ ]*\) \([^ ]*\)$/\1 \2 \3 \4/p' "$gomod")
+  [ ${#rep[@]} -eq 0 ] || (cd "$src" && go mod edit "${rep[@]}")
+  with_progress "resolving Prometheus $v ($mod $modv) modules" \
+    bash -c "cd '$src' && go get $mod@$modv && go list -tags remove_all_sd,enable_kubernetes_sd -deps $mod/cmd/prometheus >/dev/null"
+  grep -q "$mod $modv" "$src/go.mod" || die "Prometheus module resolved to another version than $modv (see $src/go.mod)"
+  mkdir -p "$out.tmp"
+  touch "$build_marker"
+  local ld="-s -w -X github.com/prometheus/common/version.Version=${v#v} -X github.com/prometheus/common/version.Revision=module-proxy -X github.com/prometheus/common/version.Branch=$modv"
+  progress_hint=go_progress with_progress "building Prometheus $v (cold: several CPU-minutes)" \
+    bash -c "cd '$src' && go build -trimpath -tags remove_all_sd,enable_kubernetes_sd -ldflags '$ld' -o '$out.tmp/prometheus' $mod/cmd/prometheus"
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(etcd kwok helm kubernetes istiod istioctl cert-manager pebble)
+[ ${#components[@]} -gt 0 ] || components=(etcd kwok helm kubernetes istiod istioctl cert-manager pebble prometheus)
 for c in "${components[@]}"; do
   case "$c" in
-    kubernetes | etcd | kwok | helm | istiod | istioctl | pebble) "build_$c" ;;
+    kubernetes | etcd | kwok | helm | istiod | istioctl | pebble | prometheus) "build_$c" ;;
     cert-manager) build_cert_manager ;;
-    *) die "unknown component '$c' (known: kubernetes etcd kwok helm istiod istioctl cert-manager pebble)" ;;
+    *) die "unknown component '$c' (known: kubernetes etcd kwok helm istiod istioctl cert-manager pebble prometheus)" ;;
   esac
 done

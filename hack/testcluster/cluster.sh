@@ -143,7 +143,6 @@ cmd_start() {
   fi
   bash "$TC_DIR/build.sh"
   bash "$TC_DIR/mirror.sh"
-  command -v prometheus >/dev/null || log "WARNING: Debian's prometheus is not installed (hack/setup.sh installs it); the Prometheus addon will not run"
 
   rm -rf "$SMI_STATE"
   mkdir -p "$SMI_STATE/logs" "$SMI_STATE/run" "$SMI_STATE/bin"

@@ -498,8 +498,8 @@ class Prometheus(Workload):
         return next((c for c in containers if c.name == "prometheus-server"), None)
 
     def binary(self):
-        path = Path(os.environ.get("SMI_PROMETHEUS", "/usr/bin/prometheus"))
-        return path, "Debian's prometheus"
+        v = versions()["PROMETHEUS_VERSION"]
+        return CACHE / "bin" / f"prometheus-{v}" / "prometheus", f"Prometheus {v}"
 
     def _config_source(self, dep, container) -> tuple[str, str, str] | None:
         """(ConfigMap name, file name, mount path) behind the container's --config.file."""
@@ -559,7 +559,7 @@ class Prometheus(Workload):
         (conf_dir / inputs["file"]).write_text(yaml.safe_dump(doc, sort_keys=False))
         container = want["container"]
         args = filter_args([expand(a, env) for a in container.args or []], self.OWN_FLAGS)
-        args = drop_unknown(args, binary, "Debian's prometheus", self.label(want["key"]))
+        args = drop_unknown(args, binary, f"Prometheus {versions()['PROMETHEUS_VERSION']}", self.label(want["key"]))
         port = container_port(container, "9090") or 9090
         return [*args, f"--config.file={conf_dir / inputs['file']}", f"--storage.tsdb.path={inst.workdir / 'data'}",
                 f"--web.listen-address={want['address']}:{port}"]

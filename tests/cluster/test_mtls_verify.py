@@ -31,7 +31,7 @@ import time
 import pytest
 from kubernetes import client
 
-from conftest import REPO_ROOT, run_playbook
+from conftest import REPO_ROOT, assert_istio_analyze_clean, run_playbook
 from standins import CurlClientStandIn
 
 SITE = REPO_ROOT / "playbooks/site.yml"
@@ -179,6 +179,8 @@ def test_second_run_changes_nothing(k8s, mesh, curl):
     run = run_playbook(MTLS, extra_vars=PASS)
     assert run.rc == 0 and run.changed == 0, run.explain()
     assert_no_client_pods(k8s)
+    # The PeerAuthentication (and what the mesh had) passes Istio's own analysis.
+    assert_istio_analyze_clean(NS, "istio-system")
 
 
 def test_check_mode_changes_nothing(k8s, mesh):
