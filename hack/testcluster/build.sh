@@ -195,7 +195,7 @@ build_prometheus() {
   mkdir -p "$out.tmp"
   touch "$build_marker"
   local ld="-s -w -X github.com/prometheus/common/version.Version=${v#v} -X github.com/prometheus/common/version.Revision=module-proxy -X github.com/prometheus/common/version.Branch=$modv"
-  progress_hint=go_progress with_progress "building Prometheus $v (cold: several CPU-minutes)" \
+  progress_hint=go_progress with_progress "building Prometheus $v (cold: about 10 CPU-minutes, 1600 packages)" \
     bash -c "cd '$src' && go build -trimpath -tags remove_all_sd,enable_kubernetes_sd -ldflags '$ld' -o '$out.tmp/prometheus' $mod/cmd/prometheus"
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
