@@ -215,7 +215,7 @@ def client_timeout_message(pods, names, events, namespace, timeout):
             lines.append(' client pod %s/%s finished.' % (namespace, name))
         else:
             lines.append(_unfinished_text(pod, namespace, timeout, events))
-    return 'Timeout:\n' + ''.join(lines) + TIMEOUT_ADVICE
+    return 'Timeout:\n' + ''.join(lines) + '\n' + TIMEOUT_ADVICE
 
 
 class FilterModule:  # pylint: disable=too-few-public-methods

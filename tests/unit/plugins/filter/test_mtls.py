@@ -16,7 +16,7 @@ from ansible_collections.servicemesh.istio.plugins.filter.mtls import (
 
 NS = "bookinfo"
 PLAINTEXT, SIDECAR = "mtls-verify-plaintext", "mtls-verify-sidecar"
-ADVICE = ("On a real cluster look for image pulls (set mtls_verify_client_registry to a mirror), scheduling, or a\n"
+ADVICE = ("\nOn a real cluster look for image pulls (set mtls_verify_client_registry to a mirror), scheduling, or a\n"
           "sidecar that never became ready; raise mtls_verify_client_timeout for slow pulls.")
 
 
