@@ -2,8 +2,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Judgements of the servicemesh.istio.mtls_verify role, over objects as
 kubernetes.core.k8s_info returns them: which DestinationRules STRICT mTLS would
-break, what a client pod of the proof ended with, and why the wait for the
-client pods ran out."""
+break, what a client pod of the proof ended with, what the two clients prove,
+and why the wait for the client pods ran out."""
 
 from __future__ import annotations
 
@@ -218,6 +218,65 @@ def client_timeout_message(pods, names, events, namespace, timeout):
     return 'Timeout:\n' + ''.join(lines) + '\n' + TIMEOUT_ADVICE
 
 
+# ---------------------------------------------------------------------------
+# The verdict of the proof
+# ---------------------------------------------------------------------------
+
+def _need_outcome(outcomes, client):
+    outcome = outcomes.get(client) if isinstance(outcomes, Mapping) else None
+    if not isinstance(outcome, Mapping):
+        raise AnsibleFilterError('mtls_proof_verdict expects {plaintext: outcome, sidecar: outcome} as client_outcome '
+                                 'returns them; %s is missing' % client)
+    return outcome
+
+
+def mtls_proof_verdict(outcomes, mode, refused_exit_codes, namespace, target_url, policy, other_status_exit_code=100):
+    """The verdict of the two clients' outcomes (``{plaintext, sidecar}``, as
+    client_outcome returns them): whether mTLS is enforced, the problems found
+    (each a sentence saying what to check) and a one-line summary."""
+    plaintext, sidecar = _need_outcome(outcomes, 'plaintext'), _need_outcome(outcomes, 'sidecar')
+    refused = list(refused_exit_codes)
+    negative, positive = plaintext.get('exit_code'), sidecar.get('exit_code')
+    status = sidecar.get('http_status')
+    status_text = 'none' if status is None else status
+    enforced = mode == 'STRICT' and negative in refused
+    problems = []
+    if mode == 'STRICT' and not enforced:
+        if negative in (0, other_status_exit_code):
+            problems.append(
+                'mTLS is not enforced: the client without a sidecar (%s/%s) got an HTTP answer in plaintext from %s'
+                ' (exit code %s; output: %s). Look for a PeerAuthentication that overrides %s (workload selector,'
+                ' portLevelMtls) and check the target pods have their sidecar.'
+                % (namespace, plaintext.get('name'), target_url, negative, plaintext.get('output'), policy))
+        else:
+            problems.append(
+                'Inconclusive: the client without a sidecar (%s/%s) could not reach %s at all (exit code %s, expected'
+                ' one of %s = connection reset by the sidecar; output: %s), which proves nothing about mTLS. Check the'
+                ' URL, the Service and its pods.'
+                % (namespace, plaintext.get('name'), target_url, negative, ', '.join(str(c) for c in refused),
+                   plaintext.get('output')))
+    if positive != 0:
+        problems.append(
+            'The mesh is broken: the client with a sidecar (%s/%s) did not get HTTP 200 from %s (exit code %s,'
+            ' HTTP status %s). Client output: %s Check the target pods are Ready with istio-proxy, istiod is running,'
+            ' and no DestinationRule disables mTLS.'
+            % (namespace, sidecar.get('name'), target_url, positive, status_text, sidecar.get('output')))
+    message = '%s (%s): the plaintext client %s with exit code %s, the sidecar client got HTTP %s.' % (
+        'mTLS STRICT is enforced' if enforced else 'mTLS mode %s' % mode, policy,
+        'was refused' if enforced else 'ended', '' if negative is None else negative, status_text)
+    return {
+        'proven': True,
+        'enforced': enforced,
+        'negative_exit_code': negative,
+        'negative_output': plaintext.get('output'),
+        'positive_exit_code': positive,
+        'positive_status': status,
+        'positive_output': sidecar.get('output'),
+        'problems': problems,
+        'message': message,
+    }
+
+
 class FilterModule:  # pylint: disable=too-few-public-methods
     """servicemesh.istio filters for the mTLS checks."""
 
@@ -226,4 +285,5 @@ class FilterModule:  # pylint: disable=too-few-public-methods
             'destination_rule_risks': destination_rule_risks,
             'client_outcome': client_outcome,
             'client_timeout_message': client_timeout_message,
+            'mtls_proof_verdict': mtls_proof_verdict,
         }

@@ -12,7 +12,7 @@ from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, trust_as_template
 
 from ansible_collections.servicemesh.istio.plugins.filter.mtls import (
-    NO_OUTPUT, client_outcome, client_timeout_message, destination_rule_risks)
+    NO_OUTPUT, client_outcome, client_timeout_message, destination_rule_risks, mtls_proof_verdict)
 
 NS = "bookinfo"
 PLAINTEXT, SIDECAR = "mtls-verify-plaintext", "mtls-verify-sidecar"
@@ -262,6 +262,93 @@ def test_only_the_container_named_client_counts():
 
 
 # ---------------------------------------------------------------------------
+# mtls_proof_verdict
+# ---------------------------------------------------------------------------
+
+URL = "http://productpage:9080/productpage"
+POLICY = f"{NS}/default"
+REFUSED = {"name": PLAINTEXT, "exit_code": 56, "http_status": None,
+           "output": "curl: (56) Recv failure: Connection reset by peer\nhttp_code=000"}
+ANSWERED = {"name": PLAINTEXT, "exit_code": 0, "http_status": 200, "output": "http_code=200"}
+SIDECAR_OK = {"name": SIDECAR, "exit_code": 0, "http_status": 200, "output": "http_code=200"}
+
+
+def verdict(plaintext, sidecar, mode="STRICT", refused=(56,)):
+    return mtls_proof_verdict({"plaintext": plaintext, "sidecar": sidecar}, mode, list(refused), NS, URL, POLICY)
+
+
+def test_strict_proven():
+    assert verdict(REFUSED, SIDECAR_OK) == {
+        "proven": True, "enforced": True,
+        "negative_exit_code": 56, "negative_output": REFUSED["output"],
+        "positive_exit_code": 0, "positive_status": 200, "positive_output": "http_code=200",
+        "problems": [],
+        "message": f"mTLS STRICT is enforced ({POLICY}): the plaintext client was refused with exit code 56,"
+                   " the sidecar client got HTTP 200."}
+
+
+@pytest.mark.parametrize("plaintext", [ANSWERED, {**ANSWERED, "exit_code": 100, "http_status": 503,
+                                                  "output": "http_code=503"}], ids=["200", "other-status"])
+def test_a_plaintext_answer_under_strict_is_not_enforced(plaintext):
+    result = verdict(plaintext, SIDECAR_OK)
+    assert result["enforced"] is False
+    assert result["problems"] == [
+        f"mTLS is not enforced: the client without a sidecar ({NS}/{PLAINTEXT}) got an HTTP answer in plaintext"
+        f" from {URL} (exit code {plaintext['exit_code']}; output: {plaintext['output']}). Look for a"
+        f" PeerAuthentication that overrides {POLICY} (workload selector, portLevelMtls) and check the target pods"
+        " have their sidecar."]
+    assert result["message"] == (f"mTLS mode STRICT ({POLICY}): the plaintext client ended with exit code"
+                                 f" {plaintext['exit_code']}, the sidecar client got HTTP 200.")
+
+
+def test_a_plaintext_client_that_reached_nothing_is_inconclusive():
+    unreachable = {"name": PLAINTEXT, "exit_code": 6, "http_status": None,
+                   "output": "curl: (6) Could not resolve host: productpage-typo"}
+    assert verdict(unreachable, SIDECAR_OK, refused=(56, 52))["problems"] == [
+        f"Inconclusive: the client without a sidecar ({NS}/{PLAINTEXT}) could not reach {URL} at all (exit code 6,"
+        " expected one of 56, 52 = connection reset by the sidecar; output: curl: (6) Could not resolve host:"
+        " productpage-typo), which proves nothing about mTLS. Check the URL, the Service and its pods."]
+
+
+def test_a_sidecar_client_without_200_means_the_mesh_is_broken():
+    refused = {"name": SIDECAR, "exit_code": 56, "http_status": None, "output": "curl: (56) Recv failure"}
+    result = verdict(REFUSED, refused)
+    assert result["enforced"] is True
+    assert result["problems"] == [
+        f"The mesh is broken: the client with a sidecar ({NS}/{SIDECAR}) did not get HTTP 200 from {URL} (exit code"
+        " 56, HTTP status none). Client output: curl: (56) Recv failure Check the target pods are Ready with"
+        " istio-proxy, istiod is running, and no DestinationRule disables mTLS."]
+    assert result["message"].endswith("the sidecar client got HTTP none.")
+    status = verdict(REFUSED, {"name": SIDECAR, "exit_code": 100, "http_status": 503, "output": "http_code=503"})
+    assert "(exit code 100, HTTP status 503)" in status["problems"][0]
+
+
+def test_permissive_only_needs_the_sidecar_client():
+    result = verdict(ANSWERED, SIDECAR_OK, mode="PERMISSIVE")
+    assert result["enforced"] is False and result["problems"] == []
+    assert result["message"] == (f"mTLS mode PERMISSIVE ({POLICY}): the plaintext client ended with exit code 0,"
+                                 " the sidecar client got HTTP 200.")
+    # Even a refusal does not count as enforcement under PERMISSIVE.
+    assert verdict(REFUSED, SIDECAR_OK, mode="PERMISSIVE")["enforced"] is False
+
+
+def test_clients_that_never_terminated():
+    none = {"name": PLAINTEXT, "exit_code": None, "http_status": None, "output": NO_OUTPUT}
+    result = verdict(none, {**none, "name": SIDECAR})
+    assert result["enforced"] is False
+    assert result["problems"][0].startswith("Inconclusive:") and "(exit code None," in result["problems"][0]
+    assert "(exit code None, HTTP status none)" in result["problems"][1]
+    # As the role's Jinja rendered it: an absent exit code prints as nothing in the summary.
+    assert result["message"] == (f"mTLS mode STRICT ({POLICY}): the plaintext client ended with exit code ,"
+                                 " the sidecar client got HTTP none.")
+
+
+def test_verdict_needs_both_outcomes():
+    with pytest.raises(AnsibleFilterError, match="sidecar is missing"):
+        mtls_proof_verdict({"plaintext": REFUSED}, "STRICT", [56], NS, URL, POLICY)
+
+
+# ---------------------------------------------------------------------------
 # client_timeout_message
 # ---------------------------------------------------------------------------
 
@@ -377,3 +464,8 @@ def test_the_role_expressions_render():
     timeout = render("{{ [] | servicemesh.istio.client_timeout_message(__mtls_verify_clients.values() | list, [],"
                      " mtls_verify_namespace, 180) }}", **variables)
     assert timeout.startswith(f"Timeout:\n client pod {NS}/{PLAINTEXT} is gone.")
+    judged = render("{{ {'plaintext': __mtls_verify_pods_state.resources | servicemesh.istio.client_outcome("
+                    "__mtls_verify_clients.plaintext), 'sidecar': {'name': 'x', 'exit_code': 0, 'http_status': 200,"
+                    " 'output': ''}} | servicemesh.istio.mtls_proof_verdict('STRICT', [56], mtls_verify_namespace,"
+                    " 'http://productpage:9080/productpage', 'bookinfo/default', 100) }}", **variables)
+    assert judged["enforced"] is True and judged["problems"] == []
