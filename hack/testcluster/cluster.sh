@@ -5,6 +5,7 @@
 # chart/file mirror, all inside the network namespace $SMI_NETNS (loopback only).
 #
 #   cluster.sh start            build what is missing (cached), start a fresh cluster
+#   cluster.sh restart          bring a crashed or stopped cluster back with its data (etcd, PKI kept)
 #   cluster.sh stop             stop every process of the cluster, remove the namespace
 #   cluster.sh status           what runs, API health, nodes
 #   cluster.sh exec -- CMD...   run CMD inside the namespace with KUBECONFIG set
@@ -133,13 +134,12 @@ preflight() {
 
 cmd_start() {
   preflight
-  local t0=$SECONDS
   if ns_exists; then
     if api_ready && pid_alive kube-apiserver; then
       log "the test cluster is already running (hack/testcluster/cluster.sh status for details)"
       return 0
     fi
-    die "stale cluster state: network namespace '$SMI_NETNS' exists but the cluster in it is not healthy; clean it up with: hack/testcluster/cluster.sh stop"
+    die "stale cluster state: network namespace '$SMI_NETNS' exists but the cluster in it is not healthy ($(not_running)); bring it back with its data: hack/testcluster/cluster.sh restart, or throw it away: hack/testcluster/cluster.sh stop"
   fi
   bash "$TC_DIR/build.sh"
   bash "$TC_DIR/mirror.sh"
@@ -150,7 +150,35 @@ cmd_start() {
   ln -sf "$(bin_dir helm "$HELM_VERSION")/helm" "$SMI_STATE/bin/helm"
   ln -sf "$(bin_dir istioctl "$(istio_build_pseudo)")/istioctl" "$SMI_STATE/bin/istioctl"
   make_pki
+  start_components
+}
 
+# Components whose pid file names a process that is gone, for messages.
+not_running() {
+  local c down=()
+  for c in "${COMPONENTS[@]}"; do pid_alive "$c" || down+=("$c"); done
+  echo "not running: ${down[*]:-none}"
+}
+
+# restart: stop whatever still runs (a crashed or half-dead cluster) and start
+# every component again on the same state: etcd's data (every object), the
+# PKI and kubeconfigs are kept, so the cluster comes back as it was. What is
+# not persistent is made again: the ACME lab (Pebble keeps no state: issuers
+# register a new account) and the processes the workload runner plays.
+cmd_restart() {
+  preflight
+  [ -d "$SMI_STATE/etcd" ] && [ -f "$PKI/ca.crt" ] ||
+    die "no cluster state to restart in $SMI_STATE (no etcd data or PKI); start a new cluster with: hack/testcluster/cluster.sh start"
+  cmd_stop
+  bash "$TC_DIR/build.sh"
+  bash "$TC_DIR/mirror.sh"
+  rm -rf "$SMI_STATE"/run/*.pid "$SMI_STATE/acme"
+  log "restarting on the kept state in $SMI_STATE (etcd data, PKI)"
+  start_components
+}
+
+start_components() {
+  local t0=$SECONDS
   ip netns add "$SMI_NETNS" || die "could not create network namespace '$SMI_NETNS'"
   in_ns ip link set lo up
   log "network namespace '$SMI_NETNS' created (loopback only: $(in_ns ip -brief addr | awk '{print $1}' | tr '\n' ' '))"
@@ -302,6 +330,7 @@ cmd_status() {
   done
   kubectl_ns get nodes 2>/dev/null || true
   echo "kubeconfig: $KUBECONFIG_PATH"
+  [ $rc = 0 ] || echo "not healthy: hack/testcluster/cluster.sh restart brings it back with its data; stop throws it away"
   return $rc
 }
 
@@ -317,9 +346,10 @@ cmd_exec() {
 
 case "${1:-}" in
   start) cmd_start ;;
+  restart) cmd_restart ;;
   stop) cmd_stop ;;
   status) cmd_status ;;
   exec) shift; cmd_exec "$@" ;;
   kubeconfig) echo "$KUBECONFIG_PATH" ;;
-  *) echo "usage: $0 {start|stop|status|exec -- CMD...|kubeconfig}" >&2; exit 2 ;;
+  *) echo "usage: $0 {start|restart|stop|status|exec -- CMD...|kubeconfig}" >&2; exit 2 ;;
 esac

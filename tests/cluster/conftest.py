@@ -300,3 +300,33 @@ def analyzer_origin(message: dict) -> tuple[str, str, str]:
     found = _ORIGIN.match(message.get("origin", ""))
     assert found, f"not an object name istioctl prints: {message.get('origin')!r}"
     return found.group("kind"), found.group("namespace") or "", found.group("name")
+
+
+# Kinds that change on their own while nothing is applied (heartbeats, leader
+# leases, events, endpoints kept current by controllers).
+_VOLATILE = {"events", "events.events.k8s.io", "leases.coordination.k8s.io", "endpoints",
+             "endpointslices.discovery.k8s.io", "nodes"}
+
+
+def cluster_snapshot() -> dict[str, str]:
+    """Every object of every listable kind, as "kind namespace/name" ->
+    resourceVersion (Helm's release Secrets included, so a Helm revision
+    shows too); kinds that change by themselves are left out. Two equal
+    snapshots mean nothing was created, changed or deleted in between."""
+    listed = kubectl("api-resources", "--verbs=list", "-o", "name")
+    assert listed.returncode == 0, listed.stderr
+    kinds = [k for k in listed.stdout.split() if k not in _VOLATILE]
+    got = kubectl("get", ",".join(kinds), "-A", "-o", "json")
+    assert got.returncode == 0, got.stderr
+    out = {}
+    for item in json.loads(got.stdout)["items"]:
+        meta = item["metadata"]
+        out[f"{item['kind']} {meta.get('namespace', '')}/{meta['name']}"] = meta.get("resourceVersion", "")
+    return out
+
+
+def snapshot_diff(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    """What changed between two cluster_snapshot()s, one line per object."""
+    return ([f"created {k}" for k in sorted(after.keys() - before.keys())]
+            + [f"deleted {k}" for k in sorted(before.keys() - after.keys())]
+            + [f"changed {k}" for k in sorted(before.keys() & after.keys()) if before[k] != after[k]])

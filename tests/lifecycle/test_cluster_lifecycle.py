@@ -82,6 +82,52 @@ def test_stale_state_is_refused_with_the_fix(lc_env):
     assert not netns_exists(NETNS)
 
 
+def kubectl_in(env, *args):
+    return sh(CLUSTER, "exec", "--", "kubectl", *args, env=env, timeout=60)
+
+
+def test_a_crashed_cluster_is_restarted_with_its_data(lc_env):
+    """kube-apiserver killed (as a crash would): status names it, start
+    refuses and offers restart, restart brings the cluster back with the
+    objects it had (etcd's data kept), and the pid files hold the real
+    processes' pids."""
+    started = sh(CLUSTER, "start", env=lc_env)
+    assert started.returncode == 0, started.stdout + started.stderr
+    made = kubectl_in(lc_env, "create", "configmap", "smistio-kept", "--from-literal=survives=restart")
+    assert made.returncode == 0, made.stdout + made.stderr
+    pidfile = Path(lc_env["SMI_STATE"]) / "run/kube-apiserver.pid"
+    pid = int(pidfile.read_text())
+    assert Path(f"/proc/{pid}/comm").read_text().strip() == "kube-apiserver"
+    os.kill(pid, 9)
+    time.sleep(1)
+
+    status = sh(CLUSTER, "status", env=lc_env)
+    assert status.returncode == 1, status.stdout
+    assert "kube-apiserver" in status.stdout and "NOT RUNNING" in status.stdout
+    assert "cluster.sh restart" in status.stdout
+    refused = sh(CLUSTER, "start", env=lc_env)
+    assert refused.returncode != 0
+    assert "not running: kube-apiserver" in refused.stderr and "cluster.sh restart" in refused.stderr, refused.stderr
+
+    t0 = time.monotonic()
+    restarted = sh(CLUSTER, "restart", env=lc_env)
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    print(f"restart: {time.monotonic() - t0:.1f} s")
+    assert "kept state" in restarted.stdout
+    kept = kubectl_in(lc_env, "get", "configmap", "smistio-kept", "-o", "jsonpath={.data.survives}")
+    assert kept.returncode == 0 and kept.stdout == "restart", kept.stdout + kept.stderr
+    assert sh(CLUSTER, "status", env=lc_env).returncode == 0
+    new_pid = int(pidfile.read_text())
+    assert new_pid != pid and Path(f"/proc/{new_pid}/comm").read_text().strip() == "kube-apiserver"
+
+
+def test_restart_without_state_says_to_start(lc_env):
+    proc = sh(CLUSTER, "restart", env=lc_env)
+    assert proc.returncode != 0
+    assert "no cluster state to restart" in proc.stderr and "cluster.sh start" in proc.stderr
+    assert not netns_exists(NETNS)
+
+
 @pytest.fixture
 def scripts_for_anyone():
     """A copy of hack/testcluster that any user can read and enter: the clone
