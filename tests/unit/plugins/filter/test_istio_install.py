@@ -24,9 +24,11 @@ NS = "istio-system"
 
 def role_settings(**overrides):
     """The settings vars/main.yml passes, from the role's defaults."""
-    defaults = yaml.safe_load((ROLE / "defaults/main.yml").read_text())
-    settings = {key: defaults[f"istio_install_{key}"] for key in SETTINGS}
-    settings["gateway_namespace"] = settings["namespace"]  # "{{ istio_install_namespace }}"
+    # The defaults as Ansible resolves them with no collection-wide variable
+    # set (they derive from servicemesh_istio_* settings: docs/variables.md).
+    defaults = trusted(yaml.safe_load((ROLE / "defaults/main.yml").read_text()))
+    templar = Templar(loader=DataLoader(), variables=defaults)
+    settings = {key: templar.template(defaults[f"istio_install_{key}"]) for key in SETTINGS}
     settings.update(overrides)
     return settings
 
