@@ -36,6 +36,7 @@ from standins import CurlClientStandIn
 
 SITE = REPO_ROOT / "playbooks/site.yml"
 TEARDOWN = REPO_ROOT / "playbooks/teardown.yml"
+VERIFY = REPO_ROOT / "playbooks/verify.yml"
 MTLS = REPO_ROOT / "tests/cluster/playbooks/mtls_verify.yml"
 NS = "smistio-mtls"
 URL = "http://productpage:9080/productpage"
@@ -223,6 +224,19 @@ def test_a_port_left_permissive_fails_the_pushed_config_check_naming_pod_and_por
     # Failed before the proof: no client was started.
     assert not curl.decisions and not results_of(run, "Start the client pods")
     assert peer_authentication(k8s)["spec"]["mtls"]["mode"] == "STRICT"
+    # playbooks/verify.yml (AWX's verify template, molecule's verify) sees it too:
+    # the namespace's PeerAuthentication says STRICT, the pushed config does not.
+    verify = run_playbook(VERIFY, "--tags", "mtls", extra_vars={"bookinfo_namespace": NS})
+    assert verify.rc != 0 and verify.changed == 0, verify.explain()
+    message = " ".join(verify.failures())
+    assert "port 9080: inbound mode permissive (accepts mtls, plaintext), expected strict" in message, message
+
+
+def test_the_verify_playbook_passes_on_the_enforced_namespace(k8s, mesh):
+    run = run_playbook(VERIFY, "--tags", "mtls", extra_vars={"bookinfo_namespace": NS})
+    assert run.rc == 0 and run.changed == 0, run.explain()
+    (summary,) = [r["msg"] for n, _h, r in run.task_results() if n == "Report each sidecar's pushed inbound mode"]
+    assert "strict" in str(summary), summary
 
 
 @pytest.mark.parametrize(
