@@ -166,7 +166,7 @@ def test_a_weighted_split_reaches_productpage_and_a_missing_subset_is_reported(t
     apply(k8s, NETWORKING, "virtualservices", split)
     args = {"namespace": mesh, "label_selectors": ["app=productpage"], "source": "istiod", "hosts": ["reviews"],
             "expect": {"routes": [{"host": "reviews", "weights": {"v1": 80, "v2": 20}}], "no_problems": True},
-            "timeout": 60, "initial_sleep": 0.25, "max_sleep": 1}
+            "timeout": 120, "initial_sleep": 0.25, "max_sleep": 2}
     run, got = info(tmp_path, monkeypatch, args)
     assert run.rc == 0, run.explain()
     (vhost,) = got["proxies"][0]["routes"]
