@@ -167,8 +167,9 @@ not_running() {
 # register a new account) and the processes the workload runner plays.
 cmd_restart() {
   preflight
-  [ -d "$SMI_STATE/etcd" ] && [ -f "$PKI/ca.crt" ] ||
+  if [ ! -d "$SMI_STATE/etcd" ] || [ ! -f "$PKI/ca.crt" ]; then
     die "no cluster state to restart in $SMI_STATE (no etcd data or PKI); start a new cluster with: hack/testcluster/cluster.sh start"
+  fi
   cmd_stop
   bash "$TC_DIR/build.sh"
   bash "$TC_DIR/mirror.sh"

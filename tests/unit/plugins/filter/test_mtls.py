@@ -198,8 +198,8 @@ def log_result(pod, log):
 # ---------------------------------------------------------------------------
 
 def test_a_refused_plaintext_client():
-    pods = [client_pod(PLAINTEXT, "Failed", terminated(56, "curl: (56) Recv failure: Connection reset by peer\n"
-                                                          "http_code=000\n")),
+    refused = "curl: (56) Recv failure: Connection reset by peer\nhttp_code=000\n"
+    pods = [client_pod(PLAINTEXT, "Failed", terminated(56, refused)),
             client_pod(SIDECAR, "Succeeded", terminated(0, "http_code=200"), proxy=RUNNING)]
     assert client_outcome(pods, PLAINTEXT) == {
         "name": PLAINTEXT, "exit_code": 56, "http_status": None,

@@ -90,4 +90,3 @@ def test_only_a_container_named_istio_proxy_counts():
 def test_bad_input_is_an_error():
     with pytest.raises(AnsibleFilterError, match="expects the pods k8s_info returns"):
         app_pods_status({"resources": []}, APPS)
-
