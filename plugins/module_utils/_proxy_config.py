@@ -423,13 +423,17 @@ def route_problems(route_summaries, cluster_names):
 
 
 def _host_selected(vhost, hosts):
+    """Whether a virtual host answers for one of ``hosts`` as a caller names it.
+    The domains Istio writes decide: a short name such as ``reviews`` is among
+    them only for the caller's own namespace, so ``reviews`` does not select
+    ``reviews.other-namespace.svc.cluster.local``."""
     if not hosts:
         return True
     names = [vhost['name']] + list(vhost['domains'])
     for host in hosts:
         for name in names:
             bare = name.rsplit(':', 1)[0] if re.search(r':\d+$', name) else name
-            if bare == host or bare.split('.')[0] == host:
+            if bare == host:
                 return True
     return False
 

@@ -421,3 +421,15 @@ def test_envoy_source_reads_the_config_dump():
                                            exec_config_dump=lambda p: dump)
     result = waiter.run(clock=lambda: 0.0, sleep=lambda s: None)
     assert result['proxies'][0]['source'] == 'envoy' and result['proxies'][0]['inbound'][0]['mode'] == 'strict'
+
+
+def test_a_short_host_selects_only_the_callers_own_namespace():
+    """Istio lists the short name only among the domains of the caller's own
+    namespace's service: ``reviews`` must not also select another namespace's."""
+    own = {'name': 'reviews.shop.svc.cluster.local:9080',
+           'domains': ['reviews.shop.svc.cluster.local', 'reviews', 'reviews.shop.svc', 'reviews.shop', '10.96.0.7']}
+    other = {'name': 'reviews.legacy.svc.cluster.local:9080',
+             'domains': ['reviews.legacy.svc.cluster.local', 'reviews.legacy.svc', 'reviews.legacy', '10.96.0.9']}
+    assert _proxy_config._host_selected(own, ['reviews'])
+    assert not _proxy_config._host_selected(other, ['reviews'])
+    assert _proxy_config._host_selected(other, ['reviews.legacy'])
