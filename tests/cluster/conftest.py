@@ -173,9 +173,17 @@ def kubectl(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess
     return subprocess.run(["kubectl", *args], input=stdin, capture_output=True, text=True, check=False, timeout=120)
 
 
-@pytest.fixture(scope="session")
+CERT_MANAGER_CRDS = ("certificates.cert-manager.io", "clusterissuers.cert-manager.io",
+                     "certificaterequests.cert-manager.io", "orders.acme.cert-manager.io",
+                     "challenges.acme.cert-manager.io", "issuers.cert-manager.io")
+
+
+@pytest.fixture(scope="module")
 def cert_manager_crds(kubeconfig):
-    """Install cert-manager's CRDs, rendered from its pinned chart in the mirror."""
+    """Install cert-manager's CRDs, rendered from its pinned chart in the mirror,
+    for one test module; the ones it created are deleted after it (left behind,
+    they have no Helm ownership and a later cert-manager install refuses them)."""
+    existing = {name for name in CERT_MANAGER_CRDS if kubectl("get", f"crd/{name}").returncode == 0}
     chart = MIRROR / "charts" / f"cert-manager-{CERT_MANAGER_VERSION}.tgz"
     assert chart.is_file(), f"{chart} is missing: run hack/testcluster/mirror.sh"
     rendered = subprocess.run(
@@ -189,11 +197,13 @@ def cert_manager_crds(kubeconfig):
     ).stdout
     applied = kubectl("apply", "--server-side", "--field-manager=smistio-tests", "-f", "-", stdin=rendered)
     assert applied.returncode == 0, applied.stderr
-    waited = kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                     "crd/certificates.cert-manager.io", "crd/clusterissuers.cert-manager.io",
-                     "crd/certificaterequests.cert-manager.io", "crd/orders.acme.cert-manager.io",
-                     "crd/challenges.acme.cert-manager.io", "crd/issuers.cert-manager.io")
+    waited = kubectl("wait", "--for=condition=Established", "--timeout=60s", *[f"crd/{n}" for n in CERT_MANAGER_CRDS])
     assert waited.returncode == 0, waited.stderr
+    yield
+    created = [f"crd/{name}" for name in CERT_MANAGER_CRDS if name not in existing]
+    if created:
+        deleted = kubectl("delete", "--ignore-not-found", "--wait=true", "--timeout=120s", *created)
+        assert deleted.returncode == 0, deleted.stderr
 
 
 # --- running the collection's modules in a small play -----------------------

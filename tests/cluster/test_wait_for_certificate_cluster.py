@@ -189,7 +189,9 @@ def test_not_ready_then_ready(api, kubeconfig, cm_namespace):
     # Now wait, and play cert-manager a few seconds later.
     proc = _ansible(kubeconfig, {'certificate': name, 'secret': secret, 'namespace': cm_namespace,
                                  'timeout': 60, 'initial_sleep': 0.5, 'max_sleep': 1})
-    time.sleep(3)
+    # Long enough for ansible-playbook to start and make its first attempt on a loaded machine
+    # (3 s was not: the first attempt then saw the Ready certificate).
+    time.sleep(8)
     assert proc.poll() is None, 'the module did not wait'
     _write_secret(api, cm_namespace, secret, cert_pem, key_pem)
     not_after = cert_obj.not_valid_after_utc.strftime('%Y-%m-%dT%H:%M:%SZ')
