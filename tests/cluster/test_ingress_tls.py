@@ -152,8 +152,8 @@ def cleanup_tls(api, crds_were_there: bool) -> None:
 
 
 def adopt_existing_cert_manager_crds(api) -> bool:
-    """The session fixture cert_manager_crds may have applied cert-manager's
-    CRDs without Helm: label them for Helm's adoption (what a user does to let
+    """CRDs applied without Helm (by an earlier run, or a user) may hold cert-manager's
+    cert-manager's kinds: label them for Helm's adoption (what a user does to let
     a chart take over existing CRDs). Returns whether any was there."""
     ext = client.ApiextensionsV1Api(api)
     found = False
