@@ -152,8 +152,8 @@ def cleanup_tls(api, crds_were_there: bool) -> None:
 
 
 def adopt_existing_cert_manager_crds(api) -> bool:
-    """CRDs applied without Helm (by an earlier run, or a user) may hold cert-manager's
-    cert-manager's kinds: label them for Helm's adoption (what a user does to let
+    """cert-manager's CRDs may exist without Helm (applied by an earlier run or
+    by a user): label them for Helm's adoption (what a user does to let
     a chart take over existing CRDs). Returns whether any was there."""
     ext = client.ApiextensionsV1Api(api)
     found = False
