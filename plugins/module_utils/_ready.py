@@ -27,6 +27,8 @@ KINDS = {
     'Namespace': ('/api/v1', 'namespaces', False),
     'MutatingWebhookConfiguration': ('/apis/admissionregistration.k8s.io/v1', 'mutatingwebhookconfigurations', False),
     'ValidatingWebhookConfiguration': ('/apis/admissionregistration.k8s.io/v1', 'validatingwebhookconfigurations', False),
+    'ClusterIssuer': ('/apis/cert-manager.io/v1', 'clusterissuers', False),
+    'Issuer': ('/apis/cert-manager.io/v1', 'issuers', True),
     'Pod': ('/api/v1', 'pods', True),
     'Event': ('/api/v1', 'events', True),
     'Node': ('/api/v1', 'nodes', False),
@@ -228,6 +230,22 @@ def webhook_state(obj, require_ca_bundle=False):
     return True, '%d webhook(s)' % len(webhooks)
 
 
+def ready_condition_state(obj):
+    """Objects that report readiness as a condition ``Ready`` (cert-manager's
+    issuers): ready when it is ``True`` for the object's current generation."""
+    ready = condition(obj, 'Ready')
+    if not ready:
+        return False, 'no Ready condition yet'
+    why = ready.get('message') or ready.get('reason') or ''
+    observed = ready.get('observedGeneration')
+    generation = (obj.get('metadata') or {}).get('generation')
+    if observed is not None and generation is not None and observed < generation:
+        return False, 'Ready is for generation %s, the object is at %s' % (observed, generation)
+    if ready.get('status') == 'True':
+        return True, 'Ready%s' % (' (%s)' % why if why else '')
+    return False, 'Ready=%s%s' % (ready.get('status'), ' (%s)' % why if why else '')
+
+
 def object_state(kind, obj, require_address=True, require_ca_bundle=False):
     """``(ready, detail)`` of an object of a waitable kind."""
     if kind == 'Deployment':
@@ -242,6 +260,8 @@ def object_state(kind, obj, require_address=True, require_ca_bundle=False):
         return service_state(obj, require_address)
     if kind in ('MutatingWebhookConfiguration', 'ValidatingWebhookConfiguration'):
         return webhook_state(obj, require_ca_bundle)
+    if kind in ('ClusterIssuer', 'Issuer'):
+        return ready_condition_state(obj)
     if kind == 'Namespace':
         phase = (obj.get('status') or {}).get('phase', 'Active')
         return phase == 'Active', phase

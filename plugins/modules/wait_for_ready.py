@@ -16,7 +16,8 @@ description:
     C(StatefulSet) all replicas ready and updated; C(CustomResourceDefinition) C(Established); C(Service) of type
     C(LoadBalancer) has an external IP or host name (other types: it exists); C(MutatingWebhookConfiguration) and
     C(ValidatingWebhookConfiguration) exist (and carry a C(caBundle) with O(resources[].require_ca_bundle));
-    C(Namespace) is C(Active)."
+    C(Namespace) is C(Active); cert-manager's C(ClusterIssuer) and C(Issuer) have C(Ready=True) (for their current
+    generation, when the condition says which)."
   - "Pod checks: every pod that is not terminating is C(Ready), has each container of O(pods[].containers) (regular
     containers and native sidecars, that is init containers with C(restartPolicy: Always)) and none of
     O(pods[].absent_containers)."
@@ -63,8 +64,8 @@ options:
         description: Kind of the object.
         type: str
         required: true
-        choices: [CustomResourceDefinition, DaemonSet, Deployment, MutatingWebhookConfiguration, Namespace, Service,
-                  StatefulSet, ValidatingWebhookConfiguration]
+        choices: [ClusterIssuer, CustomResourceDefinition, DaemonSet, Deployment, Issuer, MutatingWebhookConfiguration,
+                  Namespace, Service, StatefulSet, ValidatingWebhookConfiguration]
       name:
         description: Name of the object. Mutually exclusive with O(resources[].label_selectors).
         type: str

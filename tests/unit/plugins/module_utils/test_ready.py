@@ -76,6 +76,23 @@ def test_crd_service_webhook_namespace_states():
         _ready.object_state('Pod', {})
 
 
+@pytest.mark.parametrize("obj,ready,detail", [
+    (dict(metadata=dict(generation=2), status=dict(conditions=[
+        dict(type='Ready', status='True', reason='ACMEAccountRegistered', message='The ACME account was registered',
+             observedGeneration=2)])), True, 'Ready (The ACME account was registered)'),
+    (dict(metadata=dict(generation=3), status=dict(conditions=[
+        dict(type='Ready', status='True', observedGeneration=2)])), False, 'Ready is for generation 2, the object is at 3'),
+    (dict(status=dict(conditions=[dict(type='Ready', status='False', reason='ErrRegisterACMEAccount',
+                                       message='connection refused')])), False, 'Ready=False (connection refused)'),
+    (dict(status={}), False, 'no Ready condition yet'),
+])
+def test_issuer_ready_condition(obj, ready, detail):
+    """cert-manager's ClusterIssuer and Issuer: Ready=True for the current generation."""
+    for kind in ('ClusterIssuer', 'Issuer'):
+        assert _ready.object_state(kind, obj) == (ready, detail)
+    assert _ready.KINDS['ClusterIssuer'][2] is False and _ready.KINDS['Issuer'][2] is True
+
+
 def pod(name, containers=('app',), native=(), ready=True, terminating=False, waiting=None, owner='web-5d8f7', hash_='5d8f7'):
     spec = dict(containers=[dict(name=c) for c in containers], nodeName='n1',
                 initContainers=[dict(name=c, restartPolicy='Always') for c in native] + [dict(name='istio-init')])
