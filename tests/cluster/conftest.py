@@ -122,6 +122,11 @@ def run_playbook(playbook, *args: str, extra_vars: dict | None = None, inventory
         doc = json.loads(proc.stdout)
     except json.JSONDecodeError:
         doc = {"stats": {}, "plays": []}
+    dump = os.environ.get("SMI_PLAYBOOK_DUMP")
+    if dump:
+        # Profiling aid: each run's JSON result (task start/end times) kept in this directory.
+        Path(dump).mkdir(parents=True, exist_ok=True)
+        (Path(dump) / f"{time.strftime('%H%M%S')}-{Path(str(playbook)).stem}-{os.getpid()}.json").write_text(proc.stdout)
     return PlaybookRun(proc.returncode, doc.get("stats", {}), doc.get("plays", []), proc.stderr, proc.stdout)
 
 
