@@ -95,10 +95,14 @@ class PlaybookRun:
         )
 
 
-def run_playbook(playbook, *args: str, extra_vars: dict | None = None, inventory: str | None = None) -> PlaybookRun:
-    """Run a playbook with the json callback and return what happened."""
+def run_playbook(playbook, *args: str, extra_vars: dict | None = None, inventory: str | None = None,
+                 report: Path | None = None) -> PlaybookRun:
+    """Run a playbook with the json callback and return what happened; with
+    ``report``, the site_report callback writes the run's JSON report there
+    (else none is written: the halves of the suite share the checkout)."""
     env = dict(os.environ)
     env.update(
+        SERVICEMESH_ISTIO_REPORT_PATH=str(report) if report else "",
         ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
         ANSIBLE_COLLECTIONS_PATH=str(REPO_ROOT / ".collections"),
         ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"),

@@ -16,6 +16,8 @@ of inputs against a converged cluster.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from conftest import REPO_ROOT, cluster_snapshot, run_playbook, snapshot_diff
@@ -47,12 +49,17 @@ def case_id(case) -> str:
 
 
 @pytest.mark.parametrize(("extra", "expected"), CASES, ids=[case_id(c) for c in CASES])
-def test_a_bad_input_of_any_role_stops_the_run_before_any_change(extra, expected):
+def test_a_bad_input_of_any_role_stops_the_run_before_any_change(extra, expected, tmp_path):
     before = cluster_snapshot()
-    run = run_playbook(SITE, extra_vars=extra)
+    run = run_playbook(SITE, extra_vars=extra, report=tmp_path / "report.json")
     assert run.rc != 0, run.explain()
     message = " ".join(run.failures())
     assert expected in message, message
+    # The end-of-run report names the preflight as the step that failed, and nothing done before it.
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["result"] == "failed" and report["failed_step"]["step"] == "preflight", report
+    assert expected in report["failed_step"]["message"] and report["failed_step"]["done_before"] == [], report
+    assert [s["name"] for s in report["steps"]] == ["preflight"], report["steps"]
     # Stopped in the preflight role, before the first role's own tasks.
     failed = [name for name, _host, result in run.task_results() if result.get("failed")]
     assert failed and all(name.startswith("servicemesh.istio.") for name in failed), failed

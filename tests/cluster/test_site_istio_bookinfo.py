@@ -87,9 +87,20 @@ def test_check_mode_on_a_fresh_cluster_changes_nothing(k8s):
     assert snapshot(k8s) == before
 
 
-def test_converge(k8s):
-    run = run_playbook(SITE, *TAGS)
+def test_converge(k8s, tmp_path):
+    report_file = tmp_path / "report.json"
+    run = run_playbook(SITE, *TAGS, report=report_file)
     assert run.rc == 0, run.explain()
+    # The end-of-run report (site_report callback): the steps that ran, what each verified, what the tags left out.
+    report = json.loads(report_file.read_text())
+    assert report["result"] == "ok" and report["failed_step"] is None, report
+    steps = {s["name"]: s for s in report["steps"]}
+    assert list(steps) == ["preflight", "istio_install", "bookinfo"], list(steps)
+    assert steps["istio_install"]["status"] in ("changed", "ok") and steps["istio_install"]["verified"]["version"] == ISTIO_VERSION
+    assert steps["bookinfo"]["verified"]["checks"] == [
+        f"{len(BOOKINFO_DEPLOYMENTS)} of {len(BOOKINFO_DEPLOYMENTS)} pods Ready, "
+        f"{len(BOOKINFO_DEPLOYMENTS)} with istio-proxy (2/2)"], steps["bookinfo"]
+    assert "mtls_verify" in report["not_run"] and "ingress_tls" in report["not_run"], report["not_run"]
     releases = helm_releases()
     for name, chart in (("istio-base", "base"), ("istiod", "istiod"), ("istio-ingressgateway", "gateway")):
         release = releases[f"istio-system/{name}"]
