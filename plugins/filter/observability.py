@@ -135,7 +135,7 @@ def observability_input_errors(cfg):
     for name in ('grafana_admin_secret', 'kiali_signing_key_secret'):
         value = cfg.get(name) or ''
         if not DNS_NAME.match(str(value)):
-            errors.append("observability_%s '%s' is not a valid Secret name." % (name, value))
+            errors.append("observability_%s_name '%s' is not a valid Secret name." % (name, value))
     url = cfg.get('prometheus_url') or ''
     if url and not re.match(r'^https?://[^/\s]+', str(url)):
         errors.append("observability_prometheus_url '%s' must be an http(s) URL." % url)

@@ -30,10 +30,10 @@ SERVICE_PROXY_SPEC = dict(
         path=dict(type='str', required=True),
         format=dict(type='str', choices=['form', 'json'], default='form'),
         fields=dict(type='dict', default={}, no_log=True),
-        token_field=dict(type='str', default=''),
-        token_service_account=dict(type='str', default=''),
-        token_namespace=dict(type='str', default=''),
-        token_expiration=dict(type='int', default=600),
+        service_account_field=dict(type='str', default=''),
+        service_account=dict(type='str', default=''),
+        service_account_namespace=dict(type='str', default=''),
+        service_account_ttl=dict(type='int', default=600),
     )),
 )
 
@@ -120,12 +120,12 @@ def run_service_proxy(params, client, sleep=time.sleep, now=time.monotonic):
             headers = {'Accept': 'application/json, */*'}
             if login:
                 fields = dict(login.get('fields') or {})
-                if login.get('token_service_account'):
+                if login.get('service_account'):
                     if token is None:
-                        token = client.token(login['token_service_account'],
-                                             login.get('token_namespace') or params['namespace'],
-                                             login.get('token_expiration') or 600)
-                    fields[login.get('token_field') or 'token'] = token
+                        token = client.token(login['service_account'],
+                                             login.get('service_account_namespace') or params['namespace'],
+                                             login.get('service_account_ttl') or 600)
+                    fields[login.get('service_account_field') or 'token'] = token
                 login_path = proxy_path(params['namespace'], params['service'], params.get('port') or '',
                                         login['path'])
                 if login.get('format') == 'json':

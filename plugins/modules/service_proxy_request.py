@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: service_proxy_request
 short_description: Ask a Service's HTTP API through the Kubernetes API server's service proxy
-version_added: 0.3.0
+version_added: 0.2.0
 description:
   - Sends C(GET <path>) to a Service through the API server's service proxy
     (C(/api/v1/namespaces/<namespace>/services/<service>:<port>/proxy/<path>)), so a tool's own health API can be
@@ -15,8 +15,8 @@ description:
   - Retries until the answer has one of the O(status) codes or O(timeout) passes; then fails with a message that
     names the Service, the path and what it answered.
   - "O(login): first POSTs a form or JSON body to a login path of the same Service and sends the cookies it sets
-    with the request (Grafana's C(/login), Kiali's C(/kiali/api/authenticate)). With O(login.token_service_account),
-    a short-lived token of that ServiceAccount from the TokenRequest API is put in the field O(login.token_field);
+    with the request (Grafana's C(/login), Kiali's C(/kiali/api/authenticate)). With O(login.service_account),
+    a short-lived token of that ServiceAccount from the TokenRequest API is put in the field O(login.service_account_field);
     the token is never returned."
   - The API server authenticates the caller and drops its C(Authorization) header, so a tool's own login cannot
     travel in that header; hence the cookie login.
@@ -95,19 +95,19 @@ options:
         description: The fields (for example C(user) and C(password)); never logged.
         type: dict
         default: {}
-      token_field:
-        description: Field that receives the ServiceAccount token (with O(login.token_service_account)).
+      service_account_field:
+        description: Field that receives the ServiceAccount token (with O(login.service_account)).
         type: str
         default: ""
-      token_service_account:
-        description: ServiceAccount whose short-lived token (TokenRequest API) goes in O(login.token_field).
+      service_account:
+        description: ServiceAccount whose short-lived token (TokenRequest API) goes in O(login.service_account_field).
         type: str
         default: ""
-      token_namespace:
+      service_account_namespace:
         description: Namespace of that ServiceAccount; defaults to O(namespace).
         type: str
         default: ""
-      token_expiration:
+      service_account_ttl:
         description: Lifetime of the token in seconds (at least 600, the API server's minimum).
         type: int
         default: 600
@@ -130,8 +130,8 @@ EXAMPLES = r"""
     query: {namespaces: default, graphType: versionedApp, duration: 600s}
     login:
       path: /kiali/api/authenticate
-      token_field: token
-      token_service_account: kiali
+      service_account_field: token
+      service_account: kiali
   register: graph
 """
 

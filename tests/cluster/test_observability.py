@@ -42,13 +42,19 @@ import time
 import pytest
 from kubernetes import client
 
-from conftest import ISTIO_VERSION, REPO_ROOT, cluster_snapshot, kubectl, results_of, run_playbook, snapshot_diff
+from conftest import ISTIO_VERSION, REPO_ROOT, cluster_snapshot, kubectl, run_playbook, snapshot_diff
 
 SITE = REPO_ROOT / "playbooks/site.yml"
 TEARDOWN = REPO_ROOT / "playbooks/teardown.yml"
 NS = "istio-system"
 MIRROR = os.environ.get("SMI_FILE_MIRROR", "http://127.0.0.1:8879")
 ADDONS = f"{MIRROR}/istio/{ISTIO_VERSION}/samples/addons"
+
+
+def results_of(run, prefix):
+    """Results of the tasks whose name (without the "<role> : " a role's task
+    gets in site.yml) starts with ``prefix``."""
+    return [r for name, _h, r in run.task_results() if name.split(" : ", 1)[-1].startswith(prefix)]
 
 
 def secret_value(k8s, name: str, key: str) -> str:
@@ -99,7 +105,7 @@ def converged(k8s):
         yield run
     finally:
         down = run_playbook(TEARDOWN, extra_vars={"istio_install_teardown_crds": True,
-                                                  "observability_teardown_delete_secrets": True})
+                                                  "observability_teardown_purge": True})
         assert down.rc == 0, down.explain()
 
 

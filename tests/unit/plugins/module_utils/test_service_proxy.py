@@ -90,8 +90,8 @@ def test_login_with_a_token_then_the_request_carries_the_cookie():
     got = run_service_proxy(params(service="kiali", port="20001", path="/kiali/api/namespaces/graph",
                                    query={"namespaces": "default"},
                                    login={"path": "/kiali/api/authenticate", "format": "form", "fields": {},
-                                          "token_field": "token", "token_service_account": "kiali",
-                                          "token_namespace": "", "token_expiration": 600}),
+                                          "service_account_field": "token", "service_account": "kiali",
+                                          "service_account_namespace": "", "service_account_ttl": 600}),
                             fake, clock.sleep, clock.now)
     assert got["json"] == {"elements": {}} and got["logged_in"]
     login, request = fake.calls
