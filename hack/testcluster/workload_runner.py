@@ -610,12 +610,13 @@ class AddonStandin(Workload):
             vol = volumes.get(mount.name)
             if vol is None or (vol.config_map is None and vol.secret is None):
                 continue
+            optional = bool((vol.config_map or vol.secret).optional)
             try:
                 if vol.config_map is not None:
-                    src, optional = vol.config_map, vol.config_map.optional
+                    src = vol.config_map
                     files = core.read_namespaced_config_map(src.name, dep.metadata.namespace).data or {}
                 else:
-                    src, optional = vol.secret, vol.secret.optional
+                    src = vol.secret
                     raw = core.read_namespaced_secret(src.secret_name, dep.metadata.namespace).data or {}
                     files = {k: base64.b64decode(v).decode(errors="replace") for k, v in raw.items()}
             except client.ApiException as exc:

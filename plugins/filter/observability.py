@@ -352,8 +352,8 @@ def observability_access(installed, options):
             restricted = bool(opts.get('allowed_source_ranges'))
         else:
             entry['url'] = 'http://localhost:%s%s/' % (local, path)
-            entry['port_forward'] = 'kubectl -n %s port-forward svc/%s %s:%s' % (ns, info['service'], local,
-                                                                                   info['port'])
+            entry['port_forward'] = 'kubectl -n %s port-forward svc/%s %s:%s' % (
+                ns, info['service'], local, info['port'])
             restricted = True
         if tool == 'kiali':
             entry['auth'] = ('Kubernetes token (Kiali token strategy)' if opts['kiali_auth_strategy'] == 'token'

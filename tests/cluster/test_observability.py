@@ -179,7 +179,11 @@ def test_check_diff_changes_nothing(converged):
     run = run_playbook(SITE, "--check", "--diff", "--tags", "observability")
     assert run.rc == 0, run.explain()
     assert run.changed == 0, run.explain()
-    assert snapshot_diff(before, cluster_snapshot()) == []
+    # Controllers keep their own ConfigMaps current (leader election, istiod's
+    # IP auto-allocation) while nothing is applied; everything else is unchanged.
+    changes = [c for c in snapshot_diff(before, cluster_snapshot())
+               if not (c.startswith("changed ConfigMap ") and any(w in c for w in ("leader", "election", "autoallocate")))]
+    assert changes == []
 
 
 @pytest.mark.parametrize(("extra", "named"), [

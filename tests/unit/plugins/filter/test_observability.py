@@ -137,8 +137,8 @@ def test_anonymous_kiali_only_when_asked_and_the_input_is_not_changed():
 
 
 def test_grafana_anonymous_off_and_credentials_from_the_secret():
-    out = observability_addon_manifests(GRAFANA, "grafana", {"grafana_admin_secret": "gf-admin",
-                                                            "installed": ["grafana"]})
+    opts = {"grafana_admin_secret": "gf-admin", "installed": ["grafana"]}
+    out = observability_addon_manifests(GRAFANA, "grafana", opts)
     env = {e["name"]: e for e in by_kind(out, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["GF_AUTH_ANONYMOUS_ENABLED"]["value"] == "false"
     assert "GF_AUTH_ANONYMOUS_ORG_ROLE" not in env
@@ -170,15 +170,15 @@ def test_images_registry_and_resources_are_overridable():
     container = by_kind(out, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "mirror.internal:5000/grafana/grafana:12.0.1"
     assert container["resources"] == {"limits": {"memory": "256Mi"}}
-    out = observability_addon_manifests(KIALI, "kiali", {"images": {"kiali": "quay.io/kiali/kiali:v2.27"},
-                                                       "registry": "mirror.internal"})
+    opts = {"images": {"kiali": "quay.io/kiali/kiali:v2.27"}, "registry": "mirror.internal"}
+    out = observability_addon_manifests(KIALI, "kiali", opts)
     assert by_kind(out, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"] == \
         "quay.io/kiali/kiali:v2.27"
 
 
 def test_loadbalancer_exposure_sets_the_source_ranges_on_the_tools_service_only():
-    out = observability_addon_manifests(GRAFANA, "grafana", {"exposure": "loadbalancer",
-                                                            "allowed_source_ranges": ["203.0.113.0/24"]})
+    opts = {"exposure": "loadbalancer", "allowed_source_ranges": ["203.0.113.0/24"]}
+    out = observability_addon_manifests(GRAFANA, "grafana", opts)
     assert by_kind(out, "Service")["spec"]["type"] == "LoadBalancer"
     assert by_kind(out, "Service")["spec"]["loadBalancerSourceRanges"] == ["203.0.113.0/24"]
     out = observability_addon_manifests(GRAFANA, "grafana", {"exposure": "none"})
