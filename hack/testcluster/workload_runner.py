@@ -26,7 +26,15 @@ Deployment, the WORKLOADS below; adding one is declaring it:
   runs Debian's ``prometheus`` binary with the addon's ConfigMap (written to
   the work directory; ``kubernetes_sd_configs`` get the ServiceAccount's
   kubeconfig instead of the in-cluster files) and its storage in the work
-  directory, listening on the Service's ClusterIP.
+  directory, listening on the Service's ClusterIP;
+- ``kiali-standin``, ``grafana-standin``, ``jaeger-standin``: the
+  Deployments of Istio's Kiali, Grafana and Jaeger addons, whose programs
+  cannot run here, run ``hack/testcluster/addon_standin.py``: it mounts
+  nothing itself, but gets from the runner what the kubelet would give the
+  container (the env with secretKeyRef resolved; the ConfigMap and Secret
+  volumes written under ``<work dir>/root``) and answers the tools' APIs from
+  that (Kiali's auth.strategy, Grafana's anonymous setting, admin password and
+  dashboards, Jaeger's query base path).
 
 For each Deployment of those kinds the runner
 
@@ -572,12 +580,88 @@ class Prometheus(Workload):
         return (res.stdout + res.stderr).splitlines()[0] if (res.stdout + res.stderr) else "prometheus"
 
 
+class AddonStandin(Workload):
+    """Kiali, Grafana or Jaeger of Istio's addons, answered by addon_standin.py
+    from the Deployment's own env and volumes (see the module docstring)."""
+
+    pod_network = True  # the API server's service proxy dials the pod IP
+    needs_service = True
+
+    def __init__(self, tool: str, selector: str, container: str, ports: list[int]):
+        self.tool, self.selector, self.container_name, self.ports = tool, selector, container, ports
+        self.name = f"{tool}-standin"
+        self.process = f"{tool} stand-in"
+
+    def deployments(self, apps):
+        return apps.list_deployment_for_all_namespaces(label_selector=self.selector).items
+
+    def container(self, dep):
+        containers = dep.spec.template.spec.containers or []
+        return next((c for c in containers if c.name == self.container_name), None)
+
+    def binary(self):
+        return Path(sys.executable), f"{self.tool} stand-in (hack/testcluster/addon_standin.py)"
+
+    def inputs(self, core, dep, container):
+        """The ConfigMap and Secret volumes the container mounts, as files."""
+        volumes = {v.name: v for v in dep.spec.template.spec.volumes or []}
+        mounts = []
+        for mount in container.volume_mounts or []:
+            vol = volumes.get(mount.name)
+            if vol is None or (vol.config_map is None and vol.secret is None):
+                continue
+            optional = bool((vol.config_map or vol.secret).optional)
+            try:
+                if vol.config_map is not None:
+                    src = vol.config_map
+                    files = core.read_namespaced_config_map(src.name, dep.metadata.namespace).data or {}
+                else:
+                    src = vol.secret
+                    raw = core.read_namespaced_secret(src.secret_name, dep.metadata.namespace).data or {}
+                    files = {k: base64.b64decode(v).decode(errors="replace") for k, v in raw.items()}
+            except client.ApiException as exc:
+                if exc.status != 404:
+                    raise
+                if optional:
+                    continue
+                return None  # the kubelet would not start the pod either
+            if src.items:
+                files = {i.path: files[i.key] for i in src.items if i.key in files}
+            mounts.append({"path": mount.mount_path, "sub_path": mount.sub_path or "", "files": files})
+        return {"mounts": mounts}
+
+    def args(self, inst, want, binary, env, kubeconfig):
+        root = inst.workdir / "root"
+        for mount in want["inputs"]["mounts"]:
+            target = root / mount["path"].lstrip("/")
+            if mount["sub_path"]:
+                if mount["sub_path"] in mount["files"]:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_text(mount["files"][mount["sub_path"]])
+                continue
+            target.mkdir(parents=True, exist_ok=True)
+            for name, text in mount["files"].items():
+                (target / name).write_text(text)
+        return [str(TC_DIR / "addon_standin.py"), "--tool", self.tool, "--root", str(root),
+                "--listen", want["address"], "--namespace", inst.namespace,
+                *[a for port in self.ports for a in ("--port", str(port))]]
+
+    def listen_address(self, want, port):
+        return want["address"]
+
+    def pod_ports(self, container):
+        return self.ports
+
+
 WORKLOADS: list[Workload] = [
     Istiod(),
     CertManager("controller", "cert-manager"),
     CertManager("webhook", "webhook"),
     CertManager("cainjector", "cainjector"),
     Prometheus(),
+    AddonStandin("kiali", "app.kubernetes.io/name=kiali", "kiali", [20001]),
+    AddonStandin("grafana", "app.kubernetes.io/name=grafana", "grafana", [3000]),
+    AddonStandin("jaeger", "app=jaeger", "jaeger", [16686, 13133]),
 ]
 
 

@@ -32,6 +32,7 @@ ALLOWED = {
     ("wait_for_ready", "client_key"): "a path to a key file (kubernetes.core's spec: no_log False)",
     ("preflight_info", "client_key"): "a path to a key file (kubernetes.core's spec: no_log False)",
     ("proxy_config_info", "client_key"): "a path to a key file (kubernetes.core's spec: no_log False)",
+    ("service_proxy_request", "client_key"): "a path to a key file (kubernetes.core's spec: no_log False)",
 }
 
 

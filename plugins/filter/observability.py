@@ -1,0 +1,438 @@
+# Copyright (c) 2026 servicemesh.istio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The observability role's decisions: which of Istio's addons to install, the
+changes it makes to upstream's manifests (samples/addons/*.yaml of the pinned
+Istio version) to make them safe, the input checks, the access summary and
+the Kiali graph summary. Pure data in, data out: no cluster, no templating."""
+
+from __future__ import annotations
+
+import configparser
+import copy
+import io
+import ipaddress
+import re
+from collections.abc import Mapping
+
+import yaml
+from ansible.errors import AnsibleFilterError
+
+ADDONS = ('prometheus', 'grafana', 'kiali', 'jaeger', 'loki')
+# The tools a person opens: addon -> (Service, port, health path, login of its own).
+TOOLS = {
+    'prometheus': {'service': 'prometheus', 'port': 9090, 'login': False},
+    'grafana': {'service': 'grafana', 'port': 3000, 'login': True},
+    'kiali': {'service': 'kiali', 'port': 20001, 'login': True},
+    'jaeger': {'service': 'tracing', 'port': 80, 'login': False},
+}
+# The main container of each addon's Deployment (or StatefulSet).
+MAIN_CONTAINER = {'prometheus': 'prometheus-server', 'grafana': 'grafana', 'kiali': 'kiali',
+                  'jaeger': 'jaeger', 'loki': 'loki'}
+EXPOSURES = ('none', 'gateway', 'loadbalancer')
+KIALI_STRATEGIES = ('token', 'anonymous')
+KIALI_SIGNING_KEY_MOUNT = '/kiali-override-secrets/login-token-signing-key'
+DNS_NAME = re.compile(r'^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$')
+DNS_LABEL = re.compile(r'^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$')
+NAMESPACED_KINDS_WITHOUT_NAMESPACE = ('ClusterRole', 'ClusterRoleBinding', 'Namespace',
+                                      'CustomResourceDefinition', 'MutatingWebhookConfiguration',
+                                      'ValidatingWebhookConfiguration')
+
+
+def _dict(value):
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value):
+    return value if isinstance(value, list) else []
+
+
+def _plain(value):
+    """Ansible's tagged strings, dicts and lists as plain Python (yaml.safe_dump
+    cannot represent the tagged ones)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    return str(value)
+
+
+# --- inputs -----------------------------------------------------------------
+
+def _cidr_ok(text):
+    try:
+        ipaddress.ip_network(str(text), strict=True)
+    except ValueError:
+        return False
+    return '/' in str(text)
+
+
+def observability_input_errors(cfg):
+    """The problems of the role's inputs, each naming its variable; [] when fine.
+
+    ``cfg`` holds the role's variables without their ``observability_`` prefix."""
+    cfg = _dict(cfg)
+    errors = []
+    addons = cfg.get('addons')
+    if not isinstance(addons, list) or not all(isinstance(a, str) for a in addons):
+        errors.append('observability_addons must be a list of addon names (got %r).' % (addons,))
+        addons = []
+    unknown = [a for a in addons if a not in ADDONS]
+    if unknown:
+        errors.append('observability_addons names unknown addons %s; the addons of Istio are %s.'
+                      % (', '.join(unknown), ', '.join(ADDONS)))
+    exposure = cfg.get('exposure', 'none')
+    if exposure not in EXPOSURES:
+        errors.append("observability_exposure must be one of %s (got '%s')." % (', '.join(EXPOSURES), exposure))
+    strategy = cfg.get('kiali_auth_strategy', 'token')
+    if strategy not in KIALI_STRATEGIES:
+        errors.append("observability_kiali_auth_strategy must be token or anonymous (got '%s')." % strategy)
+    ranges = cfg.get('allowed_source_ranges') or []
+    if not isinstance(ranges, list):
+        errors.append('observability_allowed_source_ranges must be a list of CIDRs (got %r).' % (ranges,))
+        ranges = []
+    bad = [str(r) for r in ranges if not _cidr_ok(r)]
+    if bad:
+        errors.append('observability_allowed_source_ranges has malformed CIDRs: %s (write them as 203.0.113.0/24, '
+                      'with no host bits set).' % ', '.join(bad))
+    jwt_issuer = cfg.get('jwt_issuer') or ''
+    if jwt_issuer and not cfg.get('jwt_jwks_uri'):
+        errors.append('observability_jwt_issuer is set but observability_jwt_jwks_uri is empty: the gateway needs '
+                      "the issuer's JWKS URL to check the tokens.")
+    allow_public = bool(cfg.get('allow_public'))
+    if exposure == 'loadbalancer' and not ranges and not allow_public:
+        errors.append('observability_exposure is loadbalancer but observability_allowed_source_ranges is empty: '
+                      'the Services would be open to the whole Internet. Give the CIDRs allowed to connect '
+                      '(loadBalancerSourceRanges), or set observability_allow_public: true to accept it.')
+    if exposure == 'gateway':
+        domain = cfg.get('domain') or ''
+        if not domain:
+            errors.append('observability_exposure is gateway but observability_domain is empty: each tool is '
+                          'served at <tool>.<observability_domain>.')
+        elif not DNS_NAME.match(str(domain)):
+            errors.append("observability_domain '%s' is not a DNS name." % domain)
+        if not ranges and not jwt_issuer and not allow_public:
+            errors.append('observability_exposure is gateway but neither observability_allowed_source_ranges nor '
+                          'observability_jwt_issuer restricts access: Prometheus and Jaeger have no login. Give '
+                          'one of them, or set observability_allow_public: true to accept it.')
+        if not cfg.get('cert_issuer'):
+            errors.append('observability_exposure is gateway but observability_cert_issuer is empty: name the '
+                          'cert-manager ClusterIssuer that signs the certificate of the tools\' hosts.')
+    if (strategy == 'anonymous' and exposure in ('gateway', 'loadbalancer') and 'kiali' in addons
+            and not cfg.get('kiali_anonymous_exposed')):
+        errors.append('observability_kiali_auth_strategy is anonymous and observability_exposure is %s: anyone who '
+                      'reaches Kiali could change the mesh. Use the token strategy, keep the exposure none, or set '
+                      'observability_kiali_anonymous_exposed: true to force it.' % exposure)
+    for name in ('namespace',):
+        value = cfg.get(name) or ''
+        if not DNS_LABEL.match(str(value)):
+            errors.append("observability_%s '%s' is not a valid namespace name." % (name, value))
+    for name in ('grafana_admin_secret', 'kiali_signing_key_secret'):
+        value = cfg.get(name) or ''
+        if not DNS_NAME.match(str(value)):
+            errors.append("observability_%s_name '%s' is not a valid Secret name." % (name, value))
+    url = cfg.get('prometheus_url') or ''
+    if url and not re.match(r'^https?://[^/\s]+', str(url)):
+        errors.append("observability_prometheus_url '%s' must be an http(s) URL." % url)
+    for name in ('images', 'resources'):
+        value = cfg.get(name) or {}
+        if not isinstance(value, Mapping):
+            errors.append('observability_%s must be a mapping by addon (got %r).' % (name, value))
+            continue
+        stray = [k for k in value if k not in ADDONS]
+        if stray:
+            errors.append('observability_%s names unknown addons %s.' % (name, ', '.join(map(str, stray))))
+    return errors
+
+
+def observability_addons_to_install(addons, prometheus_url=''):
+    """The addons to apply, in a stable order: the external Prometheus replaces the addon's."""
+    wanted = [a for a in ADDONS if a in _list(addons)]
+    if prometheus_url:
+        wanted = [a for a in wanted if a != 'prometheus']
+    return wanted
+
+
+# --- manifests ----------------------------------------------------------------
+
+def _replace_registry(image, registry):
+    """docker.io/grafana/grafana:12.0.1 with registry r -> r/grafana/grafana:12.0.1."""
+    if not registry:
+        return image
+    first, sep, rest = image.partition('/')
+    if sep and ('.' in first or ':' in first or first == 'localhost'):
+        image = rest
+    return '%s/%s' % (registry.rstrip('/'), image)
+
+
+def _set_ini(text, section, key, value):
+    """Set one key of an ini text (Grafana's grafana.ini), keeping the rest."""
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    parser.optionxform = str
+    parser.read_string(text or '')
+    if not parser.has_section(section):
+        parser.add_section(section)
+    parser.set(section, key, value)
+    out = io.StringIO()
+    parser.write(out)
+    return out.getvalue()
+
+
+def _workload_spec(doc):
+    return _dict(_dict(_dict(doc.get('spec')).get('template')).get('spec'))
+
+
+def _env_set(container, name, value=None, secret=None):
+    """Set (or with value and secret None, remove) one env entry of a container."""
+    env = [e for e in _list(container.get('env')) if _dict(e).get('name') != name]
+    if secret is not None:
+        env.append({'name': name, 'valueFrom': {'secretKeyRef': {'name': secret[0], 'key': secret[1]}}})
+    elif value is not None:
+        env.append({'name': name, 'value': value})
+    container['env'] = env
+
+
+def _kiali_config(text, opts):
+    conf = yaml.safe_load(text or '') or {}
+    auth = conf.setdefault('auth', {})
+    auth['strategy'] = opts['kiali_auth_strategy']
+    # The key lives in a Secret, mounted where Kiali reads override secrets.
+    conf.setdefault('login_token', {})['signing_key'] = 'secret:%s:value.txt' % opts['kiali_signing_key_secret']
+    ns = opts['namespace']
+    conf.setdefault('istio_namespace', ns)
+    conf['istio_namespace'] = ns
+    conf.setdefault('deployment', {})['namespace'] = ns
+    ext = conf.setdefault('external_services', {})
+    ext.setdefault('istio', {})['root_namespace'] = opts.get('istio_namespace') or ns
+    ext.setdefault('prometheus', {})['url'] = opts['prometheus_url_effective']
+    if 'grafana' in opts.get('installed', []):
+        ext.setdefault('grafana', {}).update({'enabled': True,
+                                              'internal_url': 'http://grafana.%s:3000' % ns})
+    if 'jaeger' in opts.get('installed', []):
+        ext.setdefault('tracing', {}).update({'enabled': True, 'provider': 'jaeger',
+                                              'internal_url': 'http://tracing.%s:80/jaeger' % ns,
+                                              'use_grpc': False})
+    return yaml.safe_dump(conf, sort_keys=False)
+
+
+def _grafana_datasources(text, opts):
+    conf = yaml.safe_load(text or '') or {}
+    for source in _list(conf.get('datasources')):
+        if _dict(source).get('type') == 'prometheus':
+            source['url'] = opts['prometheus_url_effective']
+        elif _dict(source).get('type') == 'loki':
+            source['url'] = 'http://loki.%s:3100' % opts['namespace']
+    if 'loki' not in opts.get('installed', []):
+        conf['datasources'] = [s for s in _list(conf.get('datasources')) if _dict(s).get('type') != 'loki']
+    return yaml.safe_dump(conf, sort_keys=False)
+
+
+def _transform_doc(doc, addon, opts):
+    doc = copy.deepcopy(doc)
+    kind = doc.get('kind')
+    meta = doc.setdefault('metadata', {})
+    ns = opts['namespace']
+    if kind not in NAMESPACED_KINDS_WITHOUT_NAMESPACE:
+        meta['namespace'] = ns
+    else:
+        meta.pop('namespace', None)
+    labels = meta.setdefault('labels', None) or {}
+    labels['app.kubernetes.io/managed-by'] = 'servicemesh.istio.observability'
+    meta['labels'] = labels
+    if kind in ('ClusterRoleBinding', 'RoleBinding'):
+        for subject in _list(doc.get('subjects')):
+            if _dict(subject).get('kind') == 'ServiceAccount':
+                subject['namespace'] = ns
+    if kind in ('Deployment', 'StatefulSet'):
+        spec = _workload_spec(doc)
+        containers = _list(spec.get('containers'))
+        for container in containers + _list(spec.get('initContainers')):
+            container['image'] = _replace_registry(container.get('image', ''), opts.get('registry'))
+        main = next((c for c in containers if c.get('name') == MAIN_CONTAINER.get(addon)), None)
+        if main is not None:
+            if _dict(opts.get('images')).get(addon):
+                main['image'] = opts['images'][addon]
+            if _dict(opts.get('resources')).get(addon) is not None:
+                main['resources'] = copy.deepcopy(opts['resources'][addon])
+            if addon == 'prometheus' and opts.get('prometheus_retention'):
+                main['args'] = [a for a in _list(main.get('args'))
+                                if not str(a).startswith('--storage.tsdb.retention.time=')]
+                main['args'].append('--storage.tsdb.retention.time=%s' % opts['prometheus_retention'])
+            if addon == 'grafana':
+                _env_set(main, 'GF_AUTH_ANONYMOUS_ENABLED', 'false')
+                _env_set(main, 'GF_AUTH_ANONYMOUS_ORG_ROLE')
+                _env_set(main, 'GF_SECURITY_ADMIN_USER', secret=(opts['grafana_admin_secret'], 'admin-user'))
+                _env_set(main, 'GF_SECURITY_ADMIN_PASSWORD',
+                         secret=(opts['grafana_admin_secret'], 'admin-password'))
+                _env_set(main, 'GF_SECURITY_DISABLE_INITIAL_ADMIN_CREATION', 'false')
+            if addon == 'kiali':
+                volumes = [v for v in _list(spec.get('volumes')) if _dict(v).get('name') != 'login-token-signing-key']
+                volumes.append({'name': 'login-token-signing-key',
+                                'secret': {'secretName': opts['kiali_signing_key_secret'],
+                                           'items': [{'key': 'value.txt', 'path': 'value.txt'}]}})
+                spec['volumes'] = volumes
+                mounts = [m for m in _list(main.get('volumeMounts'))
+                          if _dict(m).get('name') != 'login-token-signing-key']
+                mounts.append({'name': 'login-token-signing-key', 'mountPath': KIALI_SIGNING_KEY_MOUNT,
+                               'readOnly': True})
+                main['volumeMounts'] = mounts
+    if kind == 'ConfigMap':
+        data = doc.get('data') or {}
+        if addon == 'kiali' and 'config.yaml' in data:
+            data['config.yaml'] = _kiali_config(data['config.yaml'], opts)
+        if addon == 'grafana' and 'grafana.ini' in data:
+            data['grafana.ini'] = _set_ini(data['grafana.ini'], 'auth.anonymous', 'enabled', 'false')
+        if addon == 'grafana' and 'datasources.yaml' in data:
+            data['datasources.yaml'] = _grafana_datasources(data['datasources.yaml'], opts)
+    if kind == 'Service' and addon in TOOLS and meta.get('name') == TOOLS[addon]['service']:
+        spec = doc.setdefault('spec', {})
+        if opts.get('exposure') == 'loadbalancer':
+            spec['type'] = 'LoadBalancer'
+            if opts.get('allowed_source_ranges'):
+                spec['loadBalancerSourceRanges'] = list(opts['allowed_source_ranges'])
+        else:
+            spec['type'] = 'ClusterIP'
+            spec.pop('loadBalancerSourceRanges', None)
+    return doc
+
+
+_OPTION_DEFAULTS = {
+    'namespace': 'istio-system', 'istio_namespace': '', 'registry': '', 'images': {}, 'resources': {},
+    'prometheus_url': '', 'prometheus_retention': '', 'kiali_auth_strategy': 'token',
+    'kiali_signing_key_secret': 'kiali-signing-key', 'grafana_admin_secret': 'grafana-admin',
+    'exposure': 'none', 'allowed_source_ranges': [], 'installed': [],
+}
+
+
+def observability_addon_manifests(docs, addon, options):
+    """Upstream's manifest of ``addon`` (its documents, as from_yaml_all gives
+    them) made safe and set to the role's options."""
+    if addon not in ADDONS:
+        raise AnsibleFilterError('observability_addon_manifests: unknown addon %r (known: %s)'
+                                 % (addon, ', '.join(ADDONS)))
+    opts = dict(_OPTION_DEFAULTS)
+    opts.update({k: v for k, v in _plain(_dict(options)).items() if v is not None})
+    opts['prometheus_url_effective'] = opts['prometheus_url'] or 'http://prometheus.%s:9090' % opts['namespace']
+    out = []
+    for doc in _list(list(docs) if not isinstance(docs, list) else docs):
+        if not isinstance(doc, Mapping) or not doc.get('kind'):
+            continue
+        out.append(_transform_doc(_plain(doc), addon, opts))
+    if not out:
+        raise AnsibleFilterError('observability_addon_manifests: the manifest of %s has no Kubernetes object' % addon)
+    return out
+
+
+# --- what the run leaves --------------------------------------------------------
+
+def observability_access(installed, options):
+    """Per tool: how to open it (URL or port-forward command), its auth mode and
+    where a generated credential lives (a Secret's name, never its value)."""
+    opts = dict(_OPTION_DEFAULTS)
+    opts.update({k: v for k, v in _dict(options).items() if v is not None})
+    ns = opts['namespace']
+    out = {}
+    for tool, info in TOOLS.items():
+        if tool not in _list(installed):
+            continue
+        entry = {'service': '%s/%s' % (ns, info['service'])}
+        local = {'prometheus': 9090, 'grafana': 3000, 'kiali': 20001, 'jaeger': 16686}[tool]
+        path = '/kiali' if tool == 'kiali' else ''
+        if opts['exposure'] == 'gateway':
+            entry['url'] = 'https://%s.%s/' % (tool, opts.get('domain', ''))
+            restricted = bool(opts.get('allowed_source_ranges') or opts.get('jwt_issuer'))
+        elif opts['exposure'] == 'loadbalancer':
+            address = _dict(opts.get('addresses')).get(tool) or '<pending>'
+            entry['url'] = 'http://%s:%s%s/' % (address, info['port'], path)
+            restricted = bool(opts.get('allowed_source_ranges'))
+        else:
+            entry['url'] = 'http://localhost:%s%s/' % (local, path)
+            entry['port_forward'] = 'kubectl -n %s port-forward svc/%s %s:%s' % (
+                ns, info['service'], local, info['port'])
+            restricted = True
+        if tool == 'kiali':
+            entry['auth'] = ('Kubernetes token (Kiali token strategy)' if opts['kiali_auth_strategy'] == 'token'
+                             else 'none (Kiali anonymous strategy)')
+            entry['signing_key_secret'] = '%s/%s' % (ns, opts['kiali_signing_key_secret'])
+        elif tool == 'grafana':
+            entry['auth'] = 'Grafana login (anonymous access off)'
+            entry['admin_secret'] = '%s/%s' % (ns, opts['grafana_admin_secret'])
+        else:
+            entry['auth'] = 'none of its own'
+        if opts['exposure'] != 'none':
+            entry['restricted_to'] = (list(opts.get('allowed_source_ranges') or [])
+                                      + (['JWT from %s' % opts['jwt_issuer']] if opts.get('jwt_issuer')
+                                         and opts['exposure'] == 'gateway' else []))
+        entry['reachable_without_login'] = (not restricted and (not info['login'] or (
+            tool == 'kiali' and opts['kiali_auth_strategy'] == 'anonymous')))
+        out[tool] = entry
+    return out
+
+
+def observability_graph_summary(graph, expected_edges=None):
+    """What Kiali's graph (``/kiali/api/namespaces/graph``, versionedApp) shows:
+    apps with their versions, the edges between apps, and which of
+    ``expected_edges`` ("app->app") are missing."""
+    graph = _dict(graph)
+    elements = _dict(graph.get('elements'))
+    nodes = {}
+    apps = {}
+    for node in _list(elements.get('nodes')):
+        data = _dict(_dict(node).get('data'))
+        app = data.get('app') or data.get('service') or data.get('workload')
+        if not app or data.get('isBox'):
+            continue
+        nodes[data.get('id')] = app
+        versions = apps.setdefault(app, [])
+        if data.get('version') and data['version'] not in versions:
+            versions.append(data['version'])
+    edges = []
+    for edge in _list(elements.get('edges')):
+        data = _dict(_dict(edge).get('data'))
+        source, target = nodes.get(data.get('source')), nodes.get(data.get('target'))
+        if source and target:
+            name = '%s->%s' % (source, target)
+            if name not in edges:
+                edges.append(name)
+    missing = [e for e in _list(expected_edges) if e not in edges]
+    return {'apps': {k: sorted(v) for k, v in sorted(apps.items())}, 'edges': sorted(edges), 'missing_edges': missing}
+
+
+def observability_istio_targets(targets):
+    """Istio's scrape targets among Prometheus' active targets
+    (``/api/v1/targets`` answer): istiod's and the proxies' (``envoy-stats``)
+    jobs, and pods labelled ``app=istiod``; with the ones that are up and the
+    ones that are not, each with its scrape URL and last error."""
+    data = _dict(_dict(targets).get('data'))
+    istio, up, down = [], [], []
+    for target in _list(data.get('activeTargets')):
+        target = _dict(target)
+        labels = _dict(target.get('labels'))
+        job = str(labels.get('job', target.get('scrapePool', '')))
+        if not (labels.get('app') == 'istiod' or 'istio' in job or 'envoy' in job):
+            continue
+        entry = {'job': job, 'url': target.get('scrapeUrl', ''), 'health': target.get('health', 'unknown'),
+                 'error': target.get('lastError', ''), 'app': labels.get('app', '')}
+        istio.append(entry)
+        (up if entry['health'] == 'up' else down).append(entry)
+    return {'targets': istio, 'up': up, 'down': down,
+            'istiod_up': any(t['app'] == 'istiod' for t in up)}
+
+
+class FilterModule:  # pylint: disable=too-few-public-methods
+    """servicemesh.istio filters of the observability role."""
+
+    def filters(self):
+        return {
+            'observability_input_errors': observability_input_errors,
+            'observability_addons_to_install': observability_addons_to_install,
+            'observability_addon_manifests': observability_addon_manifests,
+            'observability_access': observability_access,
+            'observability_graph_summary': observability_graph_summary,
+            'observability_istio_targets': observability_istio_targets,
+        }

@@ -1,0 +1,251 @@
+"""Issue 13: role observability (Prometheus, Grafana, Kiali, Jaeger installed,
+checked, and exposed safely), against the local test cluster.
+
+Real: upstream's samples/addons manifests of the pinned Istio version, fetched
+by the role from the local mirror and changed by its filter plugin; the
+kube-apiserver storing them, its TokenRequest API and its service proxy,
+through which every check of the role goes; Prometheus itself (the addon's
+Deployment run by hack/testcluster/workload_runner.py with the addon's
+ConfigMap and RBAC) with istiod's real metrics target, which the role
+checks for real.
+
+Stand-ins: Kiali, Grafana and Jaeger cannot run here (no container runtime).
+The workload runner runs hack/testcluster/addon_standin.py for their
+Deployments, given what the kubelet would give the container: the env with
+secretKeyRef resolved from the real Secret, and the ConfigMap and Secret
+volumes. It answers their APIs from that only: Kiali's strategy from its
+ConfigMap (and it refuses to start with the token strategy and no signing key,
+or upstream's CHANGEME one), its login by using the token against the API
+server, its graph's nodes from Bookinfo's Deployments read with that token and
+its edges from istio_requests_total in the real Prometheus (none: no Envoy, so
+the edges are reported missing, which does not fail the run by default);
+Grafana's anonymous setting from the Deployment's env over grafana.ini, its
+admin password from the Secret the env points at, its dashboards from the
+mounted ConfigMaps; Jaeger's query base path from its ConfigMap. So putting
+upstream's anonymous Grafana or Kiali back makes the role's own checks fail
+(test_upstream_anonymous_*), with nothing the test writes into the answers.
+Not exercised here: the gateway and loadbalancer exposures over HTTPS (no
+data plane), only their refusals of unsafe inputs.
+
+Istio and Bookinfo are installed with site.yml first; the module leaves the
+cluster without them (playbooks/teardown.yml).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import time
+
+import pytest
+from kubernetes import client
+
+from conftest import ISTIO_VERSION, REPO_ROOT, cluster_snapshot, kubectl, run_playbook, snapshot_diff
+
+SITE = REPO_ROOT / "playbooks/site.yml"
+TEARDOWN = REPO_ROOT / "playbooks/teardown.yml"
+NS = "istio-system"
+MIRROR = os.environ.get("SMI_FILE_MIRROR", "http://127.0.0.1:8879")
+ADDONS = f"{MIRROR}/istio/{ISTIO_VERSION}/samples/addons"
+
+
+def results_of(run, prefix):
+    """Results of the tasks whose name (without the "<role> : " a role's task
+    gets in site.yml) starts with ``prefix``."""
+    return [r for name, _h, r in run.task_results() if name.split(" : ", 1)[-1].startswith(prefix)]
+
+
+def secret_value(k8s, name: str, key: str) -> str:
+    data = client.CoreV1Api(k8s).read_namespaced_secret(name, NS).data
+    return base64.b64decode(data[key]).decode()
+
+
+def proxy_get(k8s, service: str, path: str) -> tuple[int, bytes]:
+    """The test's own look through the service proxy (not the role's)."""
+    request = k8s.param_serialize("GET", f"/api/v1/namespaces/{NS}/services/{service}/proxy{path}",
+                                  auth_settings=["BearerToken"])
+    resp = k8s.call_api(*request, _request_timeout=10)
+    return resp.status, resp.read()
+
+
+def wait(what, predicate, timeout=60, step=1.0):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except Exception as exc:  # noqa: BLE001 - reported on timeout
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+
+
+def verify_playbook(tmp_path, **role_vars):
+    """The role's verify entry point alone, as playbooks do."""
+    path = tmp_path / "verify.yml"
+    path.write_text(json.dumps([{
+        "name": "Verify the observability tools", "hosts": "servicemesh_controller", "gather_facts": False,
+        "module_defaults": {"group/servicemesh.istio.kubernetes": {
+            "kubeconfig": "{{ servicemesh_istio_kubeconfig }}", "context": "{{ servicemesh_istio_context }}"}},
+        "tasks": [{"name": "Verify", "ansible.builtin.include_role": {
+            "name": "servicemesh.istio.observability", "tasks_from": "verify"}, "vars": role_vars}],
+    }]))
+    return path
+
+
+@pytest.fixture(scope="module")
+def converged(k8s):
+    """One converge for every test that only reads: Istio, Bookinfo, the addons."""
+    run = run_playbook(SITE, "--tags", "istio,bookinfo,observability")
+    try:
+        yield run
+    finally:
+        down = run_playbook(TEARDOWN, extra_vars={"istio_install_teardown_crds": True,
+                                                  "observability_teardown_purge": True})
+        assert down.rc == 0, down.explain()
+
+
+def test_converge_installs_checks_and_reports(converged, k8s):
+    run = converged
+    assert run.rc == 0, run.explain()
+    # Prometheus for real: ready, and istiod's metrics target up.
+    targets = results_of(run, "Report Istio's scrape targets")
+    assert targets and ":15014/metrics" in targets[0]["msg"], run.explain()
+    # Grafana refused the anonymous visitor and listed the Istio dashboards after the login.
+    assert "HTTP 401" in results_of(run, "Grafana refuses a visitor")[0]["msg"]
+    assert "Istio Mesh Dashboard" in results_of(run, "Grafana has the Istio dashboards")[0]["msg"]
+    assert results_of(run, "Kiali requires the configured login")[0]["msg"] == "Kiali requires the token login."
+    assert "Jaeger's query API answers" in results_of(run, "Jaeger's query API answers with")[0]["msg"]
+    # What the role applied: upstream's demo settings replaced.
+    kiali_conf = client.CoreV1Api(k8s).read_namespaced_config_map("kiali", NS).data["config.yaml"]
+    assert "strategy: token" in kiali_conf and "CHANGEME" not in kiali_conf
+    grafana = client.AppsV1Api(k8s).read_namespaced_deployment("grafana", NS).spec.template.spec.containers[0]
+    env = {e.name: e for e in grafana.env}
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"].value == "false" and "GF_AUTH_ANONYMOUS_ORG_ROLE" not in env
+    assert env["GF_SECURITY_ADMIN_PASSWORD"].value_from.secret_key_ref.name == "grafana-admin"
+    assert len(secret_value(k8s, "grafana-admin", "admin-password")) == 32
+    assert len(secret_value(k8s, "kiali-signing-key", "value.txt")) == 32
+    services = client.CoreV1Api(k8s).list_namespaced_service(
+        NS, label_selector="app.kubernetes.io/managed-by=servicemesh.istio.observability").items
+    assert {s.spec.type for s in services} == {"ClusterIP"}, [(s.metadata.name, s.spec.type) for s in services]
+
+
+def test_the_result_fact_and_the_graph(converged):
+    run = converged
+    (printed,) = results_of(run, "Print how to open the observability tools")
+    result = printed["observability_result"]
+    tools = result["tools"]
+    assert set(tools) == {"prometheus", "grafana", "kiali", "jaeger"}, tools
+    assert tools["grafana"]["admin_secret"] == f"{NS}/grafana-admin"
+    assert tools["kiali"]["auth"].startswith("Kubernetes token")
+    assert tools["prometheus"]["port_forward"] == f"kubectl -n {NS} port-forward svc/prometheus 9090:9090"
+    assert not any(t["reachable_without_login"] for t in tools.values()), tools
+    # The graph Kiali gave after a token login: Bookinfo's apps and versions;
+    # no traffic telemetry here, so the expected edges are reported missing.
+    graph = result["graph"]
+    assert graph["apps"] == {"details": ["v1"], "productpage": ["v1"], "ratings": ["v1"],
+                             "reviews": ["v1", "v2", "v3"]}, graph
+    assert graph["edges"] == [] and "productpage->reviews" in graph["missing_edges"], graph
+
+
+def test_second_run_changes_nothing_and_prints_no_secret_at_vvv(converged, k8s):
+    assert converged.rc == 0, converged.explain()
+    password = secret_value(k8s, "grafana-admin", "admin-password")
+    key = secret_value(k8s, "kiali-signing-key", "value.txt")
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO_ROOT / ".collections"),
+               ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    proc = subprocess.run([str(REPO_ROOT / ".venv/bin/ansible-playbook"), "-i", str(REPO_ROOT / "inventories/local"),
+                           "-vvv", "--tags", "observability", str(SITE)],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1200, check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    recap = output[output.rindex("PLAY RECAP"):]
+    assert "changed=0" in recap and "failed=0" in recap, recap
+    # Reused, not regenerated; and in no output, at -vvv included (the login ran).
+    assert secret_value(k8s, "grafana-admin", "admin-password") == password
+    assert secret_value(k8s, "kiali-signing-key", "value.txt") == key
+    assert "Log in to Grafana and list the Istio dashboards" in output
+    assert password not in output and key not in output
+    assert base64.b64encode(password.encode()).decode() not in output
+
+
+def test_check_diff_changes_nothing(converged):
+    assert converged.rc == 0, converged.explain()
+    before = cluster_snapshot()
+    run = run_playbook(SITE, "--check", "--diff", "--tags", "observability")
+    assert run.rc == 0, run.explain()
+    assert run.changed == 0, run.explain()
+    # Controllers keep their own ConfigMaps current (leader election, istiod's
+    # IP auto-allocation) while nothing is applied; everything else is unchanged.
+    changes = [c for c in snapshot_diff(before, cluster_snapshot())
+               if not (c.startswith("changed ConfigMap ") and any(w in c for w in ("leader", "election", "autoallocate")))]
+    assert changes == []
+
+
+@pytest.mark.parametrize(("extra", "named"), [
+    ({"observability_addons": ["prometheus", "zipkin"]}, "observability_addons names unknown addons zipkin"),
+    ({"observability_exposure": "nodeport"}, "observability_exposure must be one of"),
+    ({"observability_exposure": "loadbalancer"}, "observability_allowed_source_ranges is empty"),
+    ({"observability_exposure": "loadbalancer", "observability_allowed_source_ranges": ["203.0.113.0/24"],
+      "observability_kiali_auth_strategy": "anonymous"}, "observability_kiali_auth_strategy is anonymous"),
+    ({"observability_exposure": "loadbalancer", "observability_allowed_source_ranges": ["203.0.113.7/24"]},
+     "observability_allowed_source_ranges has malformed CIDRs: 203.0.113.7/24"),
+    ({"observability_exposure": "gateway", "observability_allowed_source_ranges": ["203.0.113.0/24"],
+      "observability_cert_issuer": "letsencrypt"}, "observability_domain is empty"),
+])
+def test_bad_inputs_are_refused_before_any_change(converged, extra, named):
+    """site.yml's preflight refuses them before its first change (istio's
+    tasks would come first), each naming the variable."""
+    assert converged.rc == 0, converged.explain()
+    run = run_playbook(SITE, "--tags", "istio,observability", extra_vars=extra)
+    assert run.rc != 0
+    message = " ".join(run.failures())
+    assert named in message, run.explain()
+    assert run.changed == 0, run.explain()
+    assert not results_of(run, "Install or upgrade"), "istio_install ran before the refusal"
+
+
+def test_upstream_anonymous_grafana_fails_the_roles_check(converged, k8s, tmp_path):
+    """What a role that left Grafana as shipped would leave: the role's checks refuse it."""
+    assert converged.rc == 0, converged.explain()
+    applied = kubectl("replace", "-f", f"{ADDONS}/grafana.yaml")
+    assert applied.returncode == 0, applied.stderr
+    # The stand-in restarted with upstream's env (anonymous Admin).
+    wait("Grafana answering /api/search anonymously", lambda: proxy_get(k8s, "grafana:3000", "/api/search")[0] == 200)
+    run = run_playbook(verify_playbook(tmp_path, observability_addons=["grafana"], observability_check_timeout=10))
+    assert run.rc != 0, run.explain()
+    message = " ".join(run.failures())
+    assert "Grafana (service istio-system/grafana, GET /api/search) answered HTTP 200" in message, message
+    assert "anonymous access is on" in message, message
+
+
+def test_upstream_anonymous_kiali_fails_the_roles_check(converged, k8s, tmp_path):
+    assert converged.rc == 0, converged.explain()
+    applied = kubectl("replace", "-f", f"{ADDONS}/kiali.yaml")
+    assert applied.returncode == 0, applied.stderr
+    wait("Kiali reporting the anonymous strategy",
+         lambda: b'"anonymous"' in proxy_get(k8s, "kiali:20001", "/kiali/api/auth/info")[1])
+    run = run_playbook(verify_playbook(tmp_path, observability_addons=["kiali"], observability_check_timeout=10))
+    assert run.rc != 0, run.explain()
+    message = " ".join(run.failures())
+    assert "reports the strategy 'anonymous', not 'token' (observability_kiali_auth_strategy)" in message, message
+
+
+def test_teardown_keeps_the_generated_secrets(converged, k8s):
+    assert converged.rc == 0, converged.explain()
+    run = run_playbook(TEARDOWN, "--tags", "observability")
+    assert run.rc == 0, run.explain()
+    left = kubectl("get", "all,configmap,serviceaccount,clusterrole,clusterrolebinding", "-A", "-l",
+                   "app.kubernetes.io/managed-by=servicemesh.istio.observability", "-o", "name")
+    assert left.returncode == 0 and left.stdout.strip() == "", left.stdout + left.stderr
+    # upstream's files put back by the tests above (kubectl replace) carry no label: delete them too.
+    kubectl("delete", "--ignore-not-found", "-f", f"{ADDONS}/grafana.yaml", "-f", f"{ADDONS}/kiali.yaml")
+    core = client.CoreV1Api(k8s)
+    assert core.read_namespaced_secret("grafana-admin", NS).data["admin-password"]
+    assert core.read_namespaced_secret("kiali-signing-key", NS).data["value.txt"]
+    again = run_playbook(TEARDOWN, "--tags", "observability")
+    assert again.rc == 0 and again.changed == 0, again.explain()
