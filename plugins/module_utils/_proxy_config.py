@@ -522,6 +522,10 @@ def unmet_expectations(proxy, expect):
                 any(s['https_redirect'] != want['https_redirect'] for s in servers):
             unmet.append('%s: port %s https redirect is %s, expected %s' % (
                 label, want.get('port'), not want['https_redirect'], want['https_redirect']))
+    pushed = {c.get('name') for c in proxy.get('clusters') or []}
+    for name in expect.get('clusters') or []:
+        if name not in pushed:
+            unmet.append('%s: istiod pushed no cluster %s' % (label, name))
     if expect.get('no_problems'):
         unmet.extend('%s: %s' % (label, p) for p in proxy['problems'])
     return unmet
