@@ -373,23 +373,32 @@ def canary_http_route(service, weights, resilience):
 # The measured split
 # ---------------------------------------------------------------------------
 def canary_classify(body):
-    """The reviews version a Bookinfo productpage shows: v3 red stars, v2 black stars, v1 no stars; None: no reviews."""
+    """The reviews version a Bookinfo productpage shows: v3 red stars, v2 black stars, v1 reviews without stars;
+    ``unclassified`` when the page shows no review (reviews unavailable, or not a product page)."""
     text = body if isinstance(body, str) else ''
     if 'color="red"' in text:
         return 'v3'
     if 'color="black"' in text:
         return 'v2'
-    if 'Reviewer' in text or 'reviews-v1' in text or '<blockquote>' in text:
+    if '<blockquote>' in text:
         return 'v1'
-    return None
+    return 'unclassified'
 
 
-def canary_split_verdict(counts, weights, sigma=3):
+def canary_split_verdict(counts, weights, sigma=3, subsets=None):
     """Per subset, observed count and share against the expected share with a binomial band of ``sigma`` standard
-    deviations; ``ok`` when every subset lies inside its band. Observations of unknown subsets count against the
-    total and are listed as such."""
+    deviations; ``ok`` when every subset lies inside its band. ``counts`` may be keyed by reviews version: with
+    ``subsets``, a version counts for the subset whose ``labels.version`` it is. Observations of anything else count
+    against the total and are listed with an expected share of 0."""
     weights = canary_weights(weights)
-    counts = {str(k): int(v) for k, v in _dict(counts).items()}
+    sigma = float(sigma)
+    by_version = {str(_dict(s.get('labels')).get('version')): s.get('name') for s in _list(subsets)
+                  if _dict(s.get('labels')).get('version')}
+    counts_in = {str(k): int(v) for k, v in _dict(counts).items()}
+    counts = {}
+    for key, value in counts_in.items():
+        name = key if key in weights else by_version.get(key, key)
+        counts[name] = counts.get(name, 0) + value
     total = sum(counts.values())
     rows = []
     for name in list(weights) + [k for k in counts if k not in weights]:
@@ -401,7 +410,7 @@ def canary_split_verdict(counts, weights, sigma=3):
         ok = total > 0 and low - 1e-9 <= share <= high + 1e-9
         rows.append({'subset': name or '(none)', 'count': count, 'share': round(share, 4), 'expected': expected,
                      'low': round(low, 4), 'high': round(high, 4), 'ok': ok,
-                     'line': '%s: %d of %d (%.1f%%), expected %.1f%%, band %.1f%%..%.1f%% (%s sigma): %s' % (
+                     'line': '%s: %d of %d (%.1f%%), expected %.1f%%, band %.1f%%..%.1f%% (%g sigma): %s' % (
                          name or '(none)', count, total, 100 * share, 100 * expected, 100 * low, 100 * high,
                          sigma, 'inside' if ok else 'OUTSIDE')})
     return {'total': total, 'ok': total > 0 and all(r['ok'] for r in rows), 'subsets': rows,
