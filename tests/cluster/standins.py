@@ -319,9 +319,12 @@ class ProductpageSplitStandIn:
     def weighted_clusters(self, config: dict) -> list[tuple[str, int]]:
         """(cluster, weight) of the first route of the reviews virtual host istiod pushed."""
         fqdn = f"{self.service}.{self.namespace}.svc.{self.cluster_domain}"
+        # productpage calls http://reviews:9080: the virtual host of that port (istiod also pushes one per
+        # other HTTP port of the mesh, whose clusters do not exist for this Service).
+        port = self.core.read_namespaced_service(self.service, self.namespace).spec.ports[0].port
         for route_config in config.get("routes") or []:
             for vhost in route_config.get("virtual_hosts") or []:
-                if fqdn not in vhost.get("domains") or []:
+                if vhost.get("name") != f"{fqdn}:{port}":
                     continue
                 for route in vhost.get("routes") or []:
                     action = route.get("route") or {}
