@@ -179,7 +179,7 @@ def canary_input_errors(params):
                 for key, value in labels.items():
                     if not LABEL_KEY.match(str(key)) or not isinstance(value, str) or not LABEL_VALUE.match(value):
                         errors.append('canary_subsets[%d].labels.%s: %r is not a valid label' % (index, key, value))
-    errors += _weight_errors(params.get('weights'), names, 'canary_weights')
+    errors += _weight_errors(params.get('weights'), names, params.get('weights_variable') or 'canary_weights')
     mode = params.get('mode', 'static')
     if mode not in ('static', 'progressive'):
         errors.append("canary_mode must be 'static' or 'progressive', got %r" % (mode,))

@@ -81,6 +81,12 @@ def test_bad_inputs_name_their_variable(change, message):
     assert any(message in e for e in errors), errors
 
 
+def test_the_survey_weights_are_named():
+    errors = canary_input_errors({**GOOD, "weights": {"v1": 60, "v2": 50},
+                                  "weights_variable": "canary_stable_weight/canary_new_weight"})
+    assert errors == ["canary_stable_weight/canary_new_weight must sum to 100, got 110 (v1=60 + v2=50)"]
+
+
 def test_weights_normalised_and_refused():
     assert canary_weights({"v1": "80", "v2": 20}) == {"v1": 80, "v2": 20}
     with pytest.raises(AnsibleFilterError, match="weight of v1 is not an integer"):
