@@ -322,7 +322,10 @@ def wait_for_requests(prometheus_ip: str, version: str, at_least: float, timeout
     deadline = time.monotonic() + timeout
     seen = 0.0
     while time.monotonic() < deadline:
-        result = prometheus_query(prometheus_ip, query)
+        try:
+            result = prometheus_query(prometheus_ip, query)
+        except OSError:  # the runner is still starting Prometheus after the addon was applied
+            result = []
         seen = float(result[0]["value"][1]) if result else 0.0
         if seen >= at_least:
             return seen
