@@ -488,10 +488,11 @@ def unmet_expectations(proxy, expect):
         if not vhosts:
             unmet.append('%s: no route for host %s' % (label, want['host']))
             continue
-        want_weights = {str(k): int(v) for k, v in (want.get('weights') or {}).items()}
+        # A weight of 0 sends nothing: istiod may leave such a destination out.
+        want_weights = {str(k): int(v) for k, v in (want.get('weights') or {}).items() if int(v)}
         for vhost in vhosts:
             got = _weights_of(vhost)
-            if want_weights and got != want_weights:
+            if want_weights and {k: v for k, v in got.items() if v} != want_weights:
                 unmet.append('%s: %s routes %s, expected %s' % (
                     label, vhost['name'], _weights_text(got), _weights_text(want_weights)))
     for want in expect.get('gateway_servers') or []:
@@ -522,6 +523,10 @@ def unmet_expectations(proxy, expect):
                 any(s['https_redirect'] != want['https_redirect'] for s in servers):
             unmet.append('%s: port %s https redirect is %s, expected %s' % (
                 label, want.get('port'), not want['https_redirect'], want['https_redirect']))
+    pushed = {c.get('name') for c in proxy.get('clusters') or []}
+    for name in expect.get('clusters') or []:
+        if name not in pushed:
+            unmet.append('%s: istiod pushed no cluster %s' % (label, name))
     if expect.get('no_problems'):
         unmet.extend('%s: %s' % (label, p) for p in proxy['problems'])
     return unmet

@@ -32,6 +32,7 @@ EXPECT_SPEC = dict(
     inbound_mode=dict(type='str', choices=['strict', 'permissive', 'disabled']),
     routes=dict(type='list', elements='dict', default=[], options=EXPECT_ROUTE_SPEC),
     gateway_servers=dict(type='list', elements='dict', default=[], options=EXPECT_SERVER_SPEC),
+    clusters=dict(type='list', elements='str', default=[]),
     no_problems=dict(type='bool', default=False),
 )
 PROXY_CONFIG_INFO_SPEC = dict(

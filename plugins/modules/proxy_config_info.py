@@ -166,6 +166,13 @@ options:
           https_redirect:
             description: Whether the server's routes redirect to HTTPS.
             type: bool
+      clusters:
+        description:
+          - Clusters istiod must have pushed, by name, for example C(outbound|9080|v2|reviews.default.svc.cluster.local)
+            (a subset's cluster exists once a DestinationRule defines the subset).
+        type: list
+        elements: str
+        default: []
       no_problems:
         description: Also wait until RV(problems) is empty.
         type: bool

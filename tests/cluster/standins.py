@@ -226,3 +226,282 @@ class CurlClientStandIn:
             "metadata": {"labels": {"smistio.test/complete": "true"},
                          "annotations": {"smistio.test/exit-code": str(exit_code),
                                          "smistio.test/termination-message": summary}}})
+
+
+# ---------------------------------------------------------------------------
+# The ingress gateway, productpage and reviews of a traffic split (role canary)
+# ---------------------------------------------------------------------------
+STARS = {
+    "v1": "<blockquote><p>An extremely entertaining play by Shakespeare.</p><small>Reviewer1</small></blockquote>",
+    "v2": ("<blockquote><p>An extremely entertaining play by Shakespeare.</p><small>Reviewer1</small></blockquote>"
+           '<font color="black"><span class="glyphicon glyphicon-star"></span></font>'),
+    "v3": ("<blockquote><p>An extremely entertaining play by Shakespeare.</p><small>Reviewer1</small></blockquote>"
+           '<font color="red"><span class="glyphicon glyphicon-star"></span></font>'),
+}
+
+
+class ProductpageSplitStandIn:
+    """Plays the path ingress gateway -> productpage -> reviews for the canary
+    role's measurement, on http://127.0.0.1:<port>/productpage, deciding each
+    answer from what the role really applied and istiod really pushed.
+
+    No Envoy and no Bookinfo container run on the test cluster. For every
+    request this stand-in reads (at most every ``refresh`` seconds) the
+    configuration istiod pushes to productpage's sidecar (xDS, as the pod's
+    Envoy would receive it), finds the route of the reviews virtual host,
+    picks one of its weighted clusters at random by the pushed weights (what
+    Envoy does), refuses with 503 a cluster istiod did not push, resolves the
+    cluster's subset through the DestinationRule in the API server (its
+    labels) to the Ready reviews pods it selects, and answers the page
+    those pods' version renders: v1 no stars, v2 black stars, v3 red stars.
+    So a wrong weight or a subset whose labels select the wrong pods shows in
+    the measurement exactly as it would on a real cluster. The evaluation of
+    the raw configuration is written here, independently of the collection's
+    summariser; only the xDS transport (plugins/module_utils/_xds.py) is shared."""
+
+    def __init__(self, api_client, namespace: str, service: str = "reviews", caller: str = "app=productpage",
+                 istio_namespace: str = "istio-system", cluster_domain: str = "cluster.local", refresh: float = 0.5):
+        import random
+
+        self.core = client.CoreV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.namespace, self.service, self.caller = namespace, service, caller
+        self.istio_namespace, self.cluster_domain, self.refresh = istio_namespace, cluster_domain, refresh
+        self.random = random.Random(20261130)
+        self.decisions: list[dict] = []
+        self._cache: tuple[float, dict | None] = (0.0, None)
+        self._lock = threading.Lock()
+        self.server = None
+        assert _xds.import_xds() is None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/productpage"
+
+    def __enter__(self):
+        import http.server
+
+        standin = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's naming
+                status, body = standin.answer(self.path)
+                self.send_response(status)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _pushed(self) -> dict:
+        with self._lock:
+            at, config = self._cache
+            if config is None or time.monotonic() - at > self.refresh:
+                pods = [p for p in self.core.list_namespaced_pod(self.namespace, label_selector=self.caller).items
+                        if p.status.phase == "Running" and not p.metadata.deletion_timestamp]
+                pod = self.core.api_client.sanitize_for_serialization(pods[0])
+                node_id, metadata = _xds.node_identity(pod, self.cluster_domain, "")
+                svc = self.core.read_namespaced_service("istiod", self.istio_namespace)
+                config = _xds.fetch_proxy_config(f"{svc.spec.cluster_ip}:15010", node_id, metadata, timeout=10)
+                self._cache = (time.monotonic(), config)
+            return config
+
+    def weighted_clusters(self, config: dict) -> list[tuple[str, int]]:
+        """(cluster, weight) of the first route of the reviews virtual host istiod pushed."""
+        fqdn = f"{self.service}.{self.namespace}.svc.{self.cluster_domain}"
+        # productpage calls http://reviews:9080: the virtual host of that port (istiod also pushes one per
+        # other HTTP port of the mesh, whose clusters do not exist for this Service).
+        port = self.core.read_namespaced_service(self.service, self.namespace).spec.ports[0].port
+        for route_config in config.get("routes") or []:
+            for vhost in route_config.get("virtual_hosts") or []:
+                if vhost.get("name") != f"{fqdn}:{port}":
+                    continue
+                for route in vhost.get("routes") or []:
+                    action = route.get("route") or {}
+                    if action.get("cluster"):
+                        return [(action["cluster"], 100)]
+                    clusters = (action.get("weighted_clusters") or {}).get("clusters") or []
+                    if clusters:
+                        out = []
+                        for item in clusters:
+                            weight = item.get("weight")
+                            weight = weight.get("value") if isinstance(weight, dict) else weight
+                            out.append((item["name"], int(weight or 0)))
+                        return out
+        return []
+
+    def version_of(self, cluster: str) -> str | None:
+        """The version of a Ready reviews pod the cluster's subset selects (DestinationRule labels)."""
+        subset = cluster.split("|")[2]
+        svc = self.core.read_namespaced_service(self.service, self.namespace)
+        labels = dict(svc.spec.selector or {})
+        if subset:
+            rules = self.custom.list_namespaced_custom_object("networking.istio.io", "v1", self.namespace,
+                                                              "destinationrules")["items"]
+            found = [s for r in rules if r["spec"].get("host") in (self.service, f"{self.service}.{self.namespace}",
+                                                                   cluster.split("|")[3])
+                     for s in r["spec"].get("subsets") or [] if s.get("name") == subset]
+            if not found:
+                return None
+            labels.update(found[0].get("labels") or {})
+        pods = [p for p in self.core.list_namespaced_pod(self.namespace).items
+                if p.status.phase == "Running" and all((p.metadata.labels or {}).get(k) == v for k, v in labels.items())
+                and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])]
+        if not pods:
+            return None
+        return (self.random.choice(pods).metadata.labels or {}).get("version")
+
+    def answer(self, path: str) -> tuple[int, bytes]:
+        if not path.startswith("/productpage"):
+            return 404, b"not found"
+        config = self._pushed()
+        pushed_clusters = {c.get("name") for c in config.get("clusters") or []}
+        weighted = self.weighted_clusters(config)
+        total = sum(w for _c, w in weighted)
+        if not total:
+            self.decisions.append({"status": 503, "why": "no route to reviews pushed"})
+            return 503, b"no healthy upstream"
+        pick = self.random.uniform(0, total)
+        for cluster, weight in weighted:
+            pick -= weight
+            if pick <= 0 and weight:
+                break
+        if cluster not in pushed_clusters:
+            self.decisions.append({"status": 200, "cluster": cluster, "why": "cluster not pushed: reviews unavailable"})
+            return 200, b"<html><body>Error fetching product reviews!</body></html>"
+        version = self.version_of(cluster)
+        self.decisions.append({"status": 200, "cluster": cluster, "version": version})
+        if version not in STARS:
+            return 200, b"<html><body>Error fetching product reviews!</body></html>"
+        return 200, f"<html><head><title>Simple Bookstore App</title></head><body>{STARS[version]}</body></html>".encode()
+
+
+# ---------------------------------------------------------------------------
+# Istio's standard metrics of a canary, for the real Prometheus (role canary)
+# ---------------------------------------------------------------------------
+BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+
+class IstioMetricsSimulation:
+    """A SIMULATION, not a stand-in that derives anything: a test exporter of
+    istio_requests_total and istio_request_duration_milliseconds for the
+    destination side (reporter="destination") of a Service's versions, with
+    the request rate, 5xx ratio and latency the test sets per version.
+
+    No Envoy runs on the test cluster, so nothing emits Istio's metrics and no
+    traffic exists to be measured; the canary role's gates read what the real
+    Prometheus (the addon's Deployment, run by the workload runner) scrapes
+    from this exporter. It is exposed the way a pod is: a Pod annotated for
+    the addon's kubernetes-pods job, its KWOK pod IP put on the namespace's
+    loopback as /32 (what the workload runner does for the workloads it
+    runs), and this exporter listening on <pod IP>:<port>."""
+
+    PORT = 15098
+
+    def __init__(self, api_client, namespace: str, service: str = "reviews"):
+        self.core = client.CoreV1Api(api_client)
+        self.namespace, self.service = namespace, service
+        self.name = "canary-metrics-simulation"
+        self.series: dict[str, dict] = {}
+        self.counts: dict[str, dict] = {}
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+        self.pod_ip = ""
+        self.server = None
+
+    def set(self, version: str, rps: float, error_ratio: float = 0.0, latency_ms: float = 50.0) -> None:
+        with self._lock:
+            self._advance()
+            self.series[version] = {"rps": rps, "error_ratio": error_ratio, "latency_ms": latency_ms}
+            self.counts.setdefault(version, {"ok": 0.0, "5xx": 0.0, "sum": 0.0})
+
+    def _advance(self) -> None:
+        now = time.monotonic()
+        elapsed, self._last = now - self._last, now
+        for version, s in self.series.items():
+            n = s["rps"] * elapsed
+            c = self.counts[version]
+            c["5xx"] += n * s["error_ratio"]
+            c["ok"] += n * (1 - s["error_ratio"])
+            c["sum"] += n * s["latency_ms"]
+
+    def exposition(self) -> str:
+        with self._lock:
+            self._advance()
+            lines = ["# TYPE istio_requests_total counter", "# TYPE istio_request_duration_milliseconds histogram"]
+            for version, c in self.counts.items():
+                base = (f'reporter="destination",destination_service_namespace="{self.namespace}",'
+                        f'destination_service_name="{self.service}",destination_version="{version}",'
+                        f'destination_workload="{self.service}-{version}",destination_workload_namespace="{self.namespace}"')
+                lines.append(f'istio_requests_total{{{base},response_code="200"}} {int(c["ok"])}')
+                lines.append(f'istio_requests_total{{{base},response_code="503"}} {int(c["5xx"])}')
+                total = int(c["ok"]) + int(c["5xx"])
+                latency = self.series[version]["latency_ms"]
+                for le in BUCKETS:
+                    lines.append(f'istio_request_duration_milliseconds_bucket{{{base},le="{le}"}} '
+                                 f'{total if latency <= le else 0}')
+                lines.append(f'istio_request_duration_milliseconds_bucket{{{base},le="+Inf"}} {total}')
+                lines.append(f'istio_request_duration_milliseconds_sum{{{base}}} {c["sum"]:.1f}')
+                lines.append(f'istio_request_duration_milliseconds_count{{{base}}} {total}')
+            return "\n".join(lines) + "\n"
+
+    def __enter__(self):
+        import http.server
+        import subprocess
+
+        body = {"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": self.name, "namespace": self.namespace,
+                             "labels": {"app": self.name, "sidecar.istio.io/inject": "false"},
+                             "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(self.PORT),
+                                             "prometheus.io/path": "/metrics"}},
+                "spec": {"containers": [{"name": "exporter", "image": "registry.invalid/istio-metrics-simulation:1",
+                                         "ports": [{"containerPort": self.PORT}]}]}}
+        self.core.create_namespaced_pod(self.namespace, body)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not self.pod_ip:
+            pod = self.core.read_namespaced_pod(self.name, self.namespace)
+            self.pod_ip = pod.status.pod_ip or "" if pod.status.phase == "Running" else ""
+            time.sleep(0.5)
+        assert self.pod_ip, "the simulation's pod got no IP"
+        subprocess.run(["ip", "addr", "add", f"{self.pod_ip}/32", "dev", "lo"], check=True)
+        simulation = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's naming
+                data = simulation.exposition().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((self.pod_ip, self.PORT), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        import subprocess
+
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+        if self.pod_ip:
+            subprocess.run(["ip", "addr", "del", f"{self.pod_ip}/32", "dev", "lo"], check=False)
+        try:
+            self.core.delete_namespaced_pod(self.name, self.namespace, grace_period_seconds=0)
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
