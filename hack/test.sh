@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (README: `make test`).
 #   1. static gates: yamllint, ansible-lint (production), syntax checks, ansible-test sanity
-#   2. two local test clusters (built once, then cached), started fresh
-#   3. pytest inside their network namespaces, two halves side by side: unit
+#   2. three local test clusters (built once, then cached), started fresh
+#   3. pytest inside their network namespaces, three parts side by side: unit
 #      tests (real DNS and TLS servers on loopback) and cluster tests (roles
 #      and playbooks against the real API server)
 #   4. pytest outside it: the cluster's own life cycle (start, status, stale
@@ -22,49 +22,59 @@ bash hack/lint.sh || { echo "FAILED: static gates (lint)"; exit 1; }
 bash hack/sanity.sh || { echo "FAILED: ansible-test sanity"; exit 1; }
 
 step "local test clusters"
-# Two fresh clusters, each in its own network namespace and state directory,
-# so that the cluster tests run in two halves side by side (2 cores: one
-# ansible-playbook at a time mostly waits on the API server and istiod).
-# Whatever an earlier run left (a running cluster, or a namespace whose
-# processes were killed) is stopped first.
+# Three fresh clusters, each in its own network namespace and state directory,
+# so that the cluster tests run in three parts side by side (2 cores: a
+# playbook run mostly waits on the API server, istiod, cert-manager and the
+# ACME server). Whatever an earlier run left (a running cluster, or a
+# namespace whose processes were killed) is stopped first.
 SECOND=(env SMI_NETNS=smistio-2 SMI_STATE=/var/lib/servicemesh-istio/cluster-2)
-bash $CLUSTER stop
-"${SECOND[@]}" bash $CLUSTER stop
-trap 'bash $CLUSTER stop; "${SECOND[@]}" bash $CLUSTER stop' EXIT
+THIRD=(env SMI_NETNS=smistio-3 SMI_STATE=/var/lib/servicemesh-istio/cluster-3)
+stop_all() { bash $CLUSTER stop; "${SECOND[@]}" bash $CLUSTER stop; "${THIRD[@]}" bash $CLUSTER stop; }
+stop_all
+trap stop_all EXIT
 bash $CLUSTER start || { echo "FAILED: the local test cluster did not start"; exit 1; }
 "${SECOND[@]}" bash $CLUSTER start || { echo "FAILED: the second local test cluster did not start"; exit 1; }
+"${THIRD[@]}" bash $CLUSTER start || { echo "FAILED: the third local test cluster did not start"; exit 1; }
 
-step "pytest inside the clusters' network namespaces (unit + cluster), two halves side by side"
-# Half 1: unit, render, molecule, and the cluster tests of the test cluster
-# itself, the modules and ingress/TLS; half 2: the site, mTLS, pushed config,
-# namespaces and AWX (about the same time each). Each test file belongs to exactly one half (checked below).
-HALF2=(tests/cluster/test_site_istio_bookinfo.py tests/cluster/test_mtls_verify.py
+step "pytest inside the clusters' network namespaces (unit + cluster), three parts side by side"
+# Part 1: unit, render, molecule, and the cluster tests of the test cluster
+# itself, the modules and ingress/TLS; part 2: the site, mTLS, pushed config,
+# namespaces and AWX; part 3: the observability and canary roles. Each test
+# file belongs to exactly one part (the files of parts 2 and 3 are named here,
+# part 1 takes the rest).
+PART2=(tests/cluster/test_site_istio_bookinfo.py tests/cluster/test_mtls_verify.py
        tests/cluster/test_proxy_config_info.py tests/cluster/test_bookinfo_namespaces.py
        tests/cluster/test_awx_job_templates.py)
-half1_ignores=(--ignore=tests/lifecycle)
-for f in "${HALF2[@]}"; do
+PART3=(tests/cluster/test_canary.py tests/cluster/test_observability.py)
+part1_ignores=(--ignore=tests/lifecycle)
+for f in "${PART2[@]}" "${PART3[@]}"; do
   [ -e "$f" ] || { echo "FAILED: hack/test.sh names $f, which does not exist"; exit 1; }
-  half1_ignores+=(--ignore="$f")
+  part1_ignores+=(--ignore="$f")
 done
-bash $CLUSTER exec -- .venv/bin/pytest -p no:cacheprovider --durations=30 --junitxml="$results/half1.xml" tests "${half1_ignores[@]}" \
-  >"$results/half1.log" 2>&1 &
+PYTEST=(.venv/bin/pytest -p no:cacheprovider --durations=30)
+bash $CLUSTER exec -- "${PYTEST[@]}" --junitxml="$results/part1.xml" tests "${part1_ignores[@]}" \
+  >"$results/part1.log" 2>&1 &
 pid1=$!
-"${SECOND[@]}" bash $CLUSTER exec -- .venv/bin/pytest -p no:cacheprovider --durations=30 --junitxml="$results/half2.xml" "${HALF2[@]}" \
-  >"$results/half2.log" 2>&1 &
+"${SECOND[@]}" bash $CLUSTER exec -- "${PYTEST[@]}" --junitxml="$results/part2.xml" "${PART2[@]}" \
+  >"$results/part2.log" 2>&1 &
 pid2=$!
-# Progress while both halves run: their last result lines every 60 s.
-while kill -0 $pid1 2>/dev/null || kill -0 $pid2 2>/dev/null; do
+"${THIRD[@]}" bash $CLUSTER exec -- "${PYTEST[@]}" --junitxml="$results/part3.xml" "${PART3[@]}" \
+  >"$results/part3.log" 2>&1 &
+pid3=$!
+# Progress while the parts run: their last result lines every 60 s.
+last() { grep -E '^tests/' "$results/$1.log" | tail -n 1 | cut -c1-70; }
+while kill -0 $pid1 2>/dev/null || kill -0 $pid2 2>/dev/null || kill -0 $pid3 2>/dev/null; do
   sleep 60
-  printf '[%s] half 1: %s | half 2: %s\n' "$(date +%H:%M:%S)" \
-    "$(grep -E '^tests/' "$results/half1.log" | tail -n 1 | cut -c1-100)" \
-    "$(grep -E '^tests/' "$results/half2.log" | tail -n 1 | cut -c1-100)"
+  printf '[%s] 1: %s | 2: %s | 3: %s\n' "$(date +%H:%M:%S)" "$(last part1)" "$(last part2)" "$(last part3)"
 done
 wait $pid1
 rc1a=$?
 wait $pid2
 rc1b=$?
-cat "$results/half1.log" "$results/half2.log"
-rc1=$((rc1a || rc1b))
+wait $pid3
+rc1c=$?
+cat "$results/part1.log" "$results/part2.log" "$results/part3.log"
+rc1=$((rc1a || rc1b || rc1c))
 
 step "pytest outside: cluster life cycle"
 .venv/bin/pytest -p no:cacheprovider --junitxml="$results/lifecycle.xml" tests/lifecycle
