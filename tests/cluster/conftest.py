@@ -134,6 +134,24 @@ def run_playbook(playbook, *args: str, extra_vars: dict | None = None, inventory
     return PlaybookRun(proc.returncode, doc.get("stats", {}), doc.get("plays", []), proc.stderr, proc.stdout)
 
 
+def eventually(what: str, predicate, timeout: float = 60, step: float = 1.0, retry_on: tuple = ()):
+    """Poll ``predicate`` until it returns something true and return that; an
+    exception of a type in ``retry_on`` counts as "not yet" (and is quoted if
+    time runs out), any other one fails the test at once."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        try:
+            last = predicate()
+        except retry_on as exc:  # pylint: disable=catching-non-exception
+            last = exc
+        if last and not isinstance(last, BaseException):
+            return last
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+        time.sleep(step)
+
+
 @pytest.fixture(scope="session")
 def k8s(kubeconfig):
     """A kubernetes ApiClient for the test cluster."""

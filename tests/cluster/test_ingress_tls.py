@@ -53,7 +53,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from kubernetes import client
 
-from conftest import REPO_ROOT, assert_istio_analyze_clean, kubectl, run_playbook
+from conftest import REPO_ROOT, assert_istio_analyze_clean, eventually, kubectl, run_playbook
 
 sys.path.insert(0, str(REPO_ROOT / "hack" / "testcluster"))
 import acme_lab  # noqa: E402 - the test cluster's helpers
@@ -71,16 +71,6 @@ TSIG_SECRET = base64.b64encode(secrets.token_bytes(32)).decode()
 NEVER_READY = "never-ready-cert"
 STATE = Path(os.environ.get("SMI_STATE", "/var/lib/servicemesh-istio/cluster"))
 GATEWAY_RECORD = STATE / "gateway-standin" / f"{GW_NS}.istio-ingressgateway.jsonl"
-
-
-def wait(what, predicate, timeout, step=0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def gateway_events(since: float) -> list[dict]:
@@ -218,7 +208,7 @@ def lab(k8s, tmp_path_factory):
         pebble.stop()
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
-            proc.wait(10)
+            proc.eventually(10)
         cleanup_tls(k8s, crds_were_there)
         down = run_playbook(TEARDOWN, extra_vars={"istio_install_teardown_crds": True})
         assert down.rc == 0, down.explain()
@@ -305,7 +295,7 @@ def test_converge(k8s, lab):
     assert "set VALID by completed challenge" in pebble_log, pebble_log[-2000:]
     # The role's RFC 2136 update reached the zone's primary; cert-manager cleaned its TXT record up.
     assert dig(HOST, ZONE_NS_ADDR) == [lab["address"]]
-    wait("cert-manager to remove its TXT record", lambda: dig(f"_acme-challenge.{HOST}", ZONE_NS_ADDR, "TXT") == [],
+    eventually("cert-manager to remove its TXT record", lambda: dig(f"_acme-challenge.{HOST}", ZONE_NS_ADDR, "TXT") == [],
          30)
     # The checks ran through the gateway stand-in, which answered from the real objects.
     events = gateway_events(t0)
@@ -448,7 +438,7 @@ def test_webhook_check_waits_for_a_webhook_that_does_not_serve(k8s, lab):
     apps = client.AppsV1Api(k8s)
     apps.patch_namespaced_deployment_scale("cert-manager-webhook", CM_NS, {"spec": {"replicas": 0}})
     try:
-        wait("the runner to stop cert-manager's webhook", lambda: kubectl(
+        eventually("the runner to stop cert-manager's webhook", lambda: kubectl(
             "create", "--dry-run=server", "-f", "-", stdin=json.dumps(
                 {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ClusterIssuer", "metadata": {"name": "probe"},
                  "spec": {"selfSigned": {}}})).returncode != 0, 30)

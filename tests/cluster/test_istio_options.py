@@ -21,14 +21,13 @@ import contextlib
 import json
 import re
 import subprocess
-import time
 import urllib.error
 import urllib.request
 
 import pytest
 from kubernetes import client
 
-from conftest import ISTIO_VERSION, REPO_ROOT, assert_istio_analyze_clean, run_playbook
+from conftest import ISTIO_VERSION, REPO_ROOT, assert_istio_analyze_clean, eventually, run_playbook
 
 SITE = REPO_ROOT / "playbooks/site.yml"
 TEARDOWN = REPO_ROOT / "playbooks/teardown.yml"
@@ -124,15 +123,6 @@ def istiod_ready(addr: str) -> bool:
             return resp.status == 200
     except (OSError, urllib.error.URLError):
         return False
-
-
-def wait_for(what: str, predicate, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(1)
-    return value
 
 
 def assert_releases(expected: dict[str, str]) -> None:
@@ -259,7 +249,7 @@ def test_revision_install(k8s):
             assert all(w.client_config.service.name == istiod for w in hooks), [w.client_config.service for w in hooks]
             return all(w.failure_policy == "Fail" and w.client_config.ca_bundle for w in hooks)
 
-        wait_for(f"istiod-{REVISION} to arm {validators} (caBundle, failurePolicy Fail)", armed)
+        eventually(f"istiod-{REVISION} to arm {validators} (caBundle, failurePolicy Fail)", armed)
         custom = client.CustomObjectsApi(k8s)
         for rule_labels in ({}, {"istio.io/rev": REVISION}):
             with pytest.raises(client.ApiException) as refused:
@@ -271,7 +261,7 @@ def test_revision_install(k8s):
         assert_analyzed(run, REVISION)
         assert_converged_again(REVISION_VARS)
         assert_teardown_leaves_nothing(k8s, REVISION_VARS)
-        wait_for(f"the runner to stop istiod-{REVISION} and take {addr} off lo",
+        eventually(f"the runner to stop istiod-{REVISION} and take {addr} off lo",
                  lambda: f"{addr}/32" not in loopback_addresses(), 30)
 
 

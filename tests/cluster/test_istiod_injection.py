@@ -37,7 +37,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from conftest import CHART_REPO, ISTIO_VERSION, VERSIONS, assert_istio_analyze_clean
+from conftest import CHART_REPO, ISTIO_VERSION, VERSIONS, assert_istio_analyze_clean, eventually
 
 ISTIO_NS = "istio-system"
 BASE_RELEASE = "smistio-inj-base"
@@ -84,17 +84,6 @@ def ready(addr: str) -> bool:
         return http_get(f"http://{addr}:8080/ready")[0] == 200
     except OSError:
         return False
-
-
-def wait(what: str, predicate, timeout: float, interval: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 def webhook_ca_bundles(k8s, kind: str, name: str) -> list[bytes]:
@@ -167,7 +156,7 @@ def istiod(k8s):
         return [c for c in ext.list_custom_resource_definition().items if c.spec.group.endswith("istio.io")]
 
     # CRDs another test deleted may still be terminating; Helm cannot adopt them.
-    wait("Istio CRDs being deleted to be gone",
+    eventually("Istio CRDs being deleted to be gone",
          lambda: not any(c.metadata.deletion_timestamp for c in istio_crds()), 120)
     foreign = sorted({(c.metadata.annotations or {}).get("meta.helm.sh/release-name", "no Helm release")
                       for c in istio_crds()})
@@ -182,10 +171,10 @@ def istiod(k8s):
         assert installed.returncode == 0, installed.stderr
         t_helm = time.monotonic() - t0
         addr = core.read_namespaced_service("istiod", ISTIO_NS).spec.cluster_ip
-        wait("pilot-discovery ready on the istiod ClusterIP (see $SMI_STATE/logs/istiod-default.log)",
+        eventually("pilot-discovery ready on the istiod ClusterIP (see $SMI_STATE/logs/istiod-default.log)",
              lambda: ready(addr), START_TIMEOUT_S)
         t_ready = time.monotonic() - t0
-        wait("istiod to patch the injection webhook's caBundle",
+        eventually("istiod to patch the injection webhook's caBundle",
              lambda: all(webhook_ca_bundles(k8s, "mutating", "istio-sidecar-injector")), 60)
         info = {"address": addr, "t_helm": t_helm, "t_ready": t_ready, "t0": t0}
         print(f"\nhelm installs: {t_helm:.1f} s; pilot-discovery ready {t_ready:.1f} s after the first helm install")
@@ -220,7 +209,7 @@ def bookinfo_productpage(k8s, namespace: str) -> client.V1Pod:
                 return pod
         return None
 
-    return wait(f"a Ready productpage pod in {namespace}", ready_pod, 60, 0.5)
+    return eventually(f"a Ready productpage pod in {namespace}", ready_pod, 60, 0.5)
 
 
 def sidecars(pod: client.V1Pod) -> list[str]:
@@ -330,7 +319,7 @@ def test_webhook_ca_bundles_are_patched_by_istiod(k8s, istiod):
             out += [(w.client_config.ca_bundle or "") != "" and w.failure_policy == "Fail" for w in cfg.webhooks]
         return all(out)
 
-    wait("istiod to patch the validating webhooks (caBundle, failurePolicy Fail)", validators_armed, 60)
+    eventually("istiod to patch the validating webhooks (caBundle, failurePolicy Fail)", validators_armed, 60)
 
 
 def destination_rule(name: str, subsets: list[str]) -> dict:
@@ -343,7 +332,7 @@ def destination_rule(name: str, subsets: list[str]) -> dict:
 
 def test_istiod_validation_rejects_what_the_crd_schema_accepts(k8s, istiod, namespace):
     custom = client.CustomObjectsApi(k8s)
-    wait("the validating webhooks to be armed",
+    eventually("the validating webhooks to be armed",
          lambda: all(w.failure_policy == "Fail" for w in client.AdmissionregistrationV1Api(k8s)
                      .read_validating_webhook_configuration("istiod-default-validator").webhooks), 60)
     args = ("networking.istio.io", "v1", namespace, "destinationrules")
@@ -367,8 +356,8 @@ def test_changes_restart_istiod_and_injection_keeps_working(k8s, istiod, namespa
                     "-n", ISTIO_NS, "--reuse-values", "--set", "pilot.env.SMISTIO_TEST_GENERATION=2",
                     "--wait", "--timeout", "3m")
     assert upgraded.returncode == 0, upgraded.stderr
-    wait("a new pilot-discovery", lambda: (pid := istiod_pid()) is not None and pid != before, 60)
-    wait("the new pilot-discovery to be ready", lambda: ready(istiod["address"]), START_TIMEOUT_S)
+    eventually("a new pilot-discovery", lambda: (pid := istiod_pid()) is not None and pid != before, 60)
+    eventually("the new pilot-discovery to be ready", lambda: ready(istiod["address"]), START_TIMEOUT_S)
     with open(f"/proc/{istiod_pid()}/environ", "rb") as env:
         assert b"SMISTIO_TEST_GENERATION=2" in env.read().split(b"\0")
     # A change of the mesh ConfigMap alone restarts it too.
@@ -376,9 +365,9 @@ def test_changes_restart_istiod_and_injection_keeps_working(k8s, istiod, namespa
     before = istiod_pid()
     mesh = core.read_namespaced_config_map("istio", ISTIO_NS).data["mesh"]
     core.patch_namespaced_config_map("istio", ISTIO_NS, {"data": {"mesh": mesh + "\n# smistio: changed\n"}})
-    wait("pilot-discovery restarted after the ConfigMap change",
+    eventually("pilot-discovery restarted after the ConfigMap change",
          lambda: (pid := istiod_pid()) is not None and pid != before, 60)
-    wait("the new pilot-discovery to be ready", lambda: ready(istiod["address"]), START_TIMEOUT_S)
+    eventually("the new pilot-discovery to be ready", lambda: ready(istiod["address"]), START_TIMEOUT_S)
     core.patch_namespace(namespace, {"metadata": {"labels": {"istio-injection": "enabled"}}})
     pod = bookinfo_productpage(k8s, namespace)
     assert "istio-proxy" in sidecars(pod)
@@ -389,8 +378,8 @@ def test_uninstall_stops_istiod_and_frees_the_address(k8s, istiod):
     addr = istiod["address"]
     removed = helm("uninstall", ISTIOD_RELEASE, "-n", ISTIO_NS, "--wait", "--timeout", "2m")
     assert removed.returncode == 0, removed.stderr
-    wait("pilot-discovery to stop", lambda: istiod_pid() is None, 60)
-    wait(f"{addr} to leave {SERVICE_IP_IF}", lambda: all(a["local"] != addr for a in service_if_addresses()), 30)
+    eventually("pilot-discovery to stop", lambda: istiod_pid() is None, 60)
+    eventually(f"{addr} to leave {SERVICE_IP_IF}", lambda: all(a["local"] != addr for a in service_if_addresses()), 30)
     with socket.socket() as sock:
         sock.settimeout(2)
         assert sock.connect_ex((addr, 443)) == errno.ENETUNREACH

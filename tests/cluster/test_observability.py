@@ -37,12 +37,17 @@ import base64
 import json
 import os
 import subprocess
-import time
 
 import pytest
 from kubernetes import client
 
-from conftest import ISTIO_VERSION, REPO_ROOT, cluster_snapshot, kubectl, run_playbook, snapshot_diff
+from conftest import ISTIO_VERSION, REPO_ROOT, cluster_snapshot, eventually, kubectl, run_playbook, snapshot_diff
+
+
+def wait(what, predicate, timeout=60, step=1.0):
+    """A service that does not answer yet (an exception) counts as not ready yet."""
+    return eventually(what, predicate, timeout, step, retry_on=(Exception,))
+
 
 SITE = REPO_ROOT / "playbooks/site.yml"
 TEARDOWN = REPO_ROOT / "playbooks/teardown.yml"
@@ -68,20 +73,6 @@ def proxy_get(k8s, service: str, path: str) -> tuple[int, bytes]:
                                   auth_settings=["BearerToken"])
     resp = k8s.call_api(*request, _request_timeout=10)
     return resp.status, resp.read()
-
-
-def wait(what, predicate, timeout=60, step=1.0):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except Exception as exc:  # noqa: BLE001 - reported on timeout
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
 
 
 def verify_playbook(tmp_path, **role_vars):

@@ -22,33 +22,24 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import urllib.request
 
 import pytest
 from kubernetes import client
 
-from conftest import ISTIO_VERSION, REPO_ROOT, kubectl, run_playbook
+from conftest import ISTIO_VERSION, REPO_ROOT, eventually, kubectl, run_playbook
+
+
+def wait(what, predicate, timeout=60, step=1.0):
+    """A service that does not answer yet (an exception) counts as not ready yet."""
+    return eventually(what, predicate, timeout, step, retry_on=(Exception,))
+
 
 SITE = REPO_ROOT / "playbooks/site.yml"
 TEARDOWN = REPO_ROOT / "playbooks/teardown.yml"
 NS = "istio-system"
 MIRROR = os.environ.get("SMI_FILE_MIRROR", "http://127.0.0.1:8879")
 ADDON = f"{MIRROR}/istio/{ISTIO_VERSION}/samples/addons/prometheus.yaml"
-
-
-def wait(what, predicate, timeout, step=1.0):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except Exception as exc:  # noqa: BLE001 - reported on timeout
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
 
 
 def proxy_get(api, path: str) -> tuple[int, bytes]:
