@@ -69,6 +69,7 @@ class Tool:
         return self.root / path.lstrip("/")
 
     def handle(self, req: "Handler", method: str, path: str, query: dict, body: bytes) -> tuple[int, object, dict]:
+        """Each tool (Kiali, Grafana, Jaeger) answers its own API; this base class has none."""
         raise NotImplementedError
 
     def session(self, req: "Handler", name: str) -> dict | None:

@@ -152,6 +152,11 @@ def eventually(what: str, predicate, timeout: float = 60, step: float = 1.0, ret
         time.sleep(step)
 
 
+def until_answering(what: str, predicate, timeout: float = 60, step: float = 1.0):
+    """``eventually`` for a service that may not listen yet: an exception is "not yet"."""
+    return eventually(what, predicate, timeout, step, retry_on=(Exception,))
+
+
 @pytest.fixture(scope="session")
 def k8s(kubeconfig):
     """A kubernetes ApiClient for the test cluster."""

@@ -41,12 +41,7 @@ import subprocess
 import pytest
 from kubernetes import client
 
-from conftest import ISTIO_VERSION, REPO_ROOT, cluster_snapshot, eventually, kubectl, run_playbook, snapshot_diff
-
-
-def wait(what, predicate, timeout=60, step=1.0):
-    """A service that does not answer yet (an exception) counts as not ready yet."""
-    return eventually(what, predicate, timeout, step, retry_on=(Exception,))
+from conftest import ISTIO_VERSION, REPO_ROOT, cluster_snapshot, kubectl, until_answering as wait, run_playbook, snapshot_diff
 
 
 SITE = REPO_ROOT / "playbooks/site.yml"

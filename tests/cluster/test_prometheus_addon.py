@@ -27,12 +27,7 @@ import urllib.request
 import pytest
 from kubernetes import client
 
-from conftest import ISTIO_VERSION, REPO_ROOT, eventually, kubectl, run_playbook
-
-
-def wait(what, predicate, timeout=60, step=1.0):
-    """A service that does not answer yet (an exception) counts as not ready yet."""
-    return eventually(what, predicate, timeout, step, retry_on=(Exception,))
+from conftest import ISTIO_VERSION, REPO_ROOT, kubectl, until_answering as wait, run_playbook
 
 
 SITE = REPO_ROOT / "playbooks/site.yml"

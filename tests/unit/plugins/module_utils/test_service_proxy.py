@@ -14,6 +14,10 @@ from ansible_collections.servicemesh.istio.plugins.module_utils._service_proxy i
 
 
 class FakeClient:
+    """A unit-test double of the API client (recorded answers, calls kept): the
+    module's logic on paths, logins and tokens; the real service proxy is
+    exercised by tests/cluster/test_observability.py."""
+
     def __init__(self, answers, login_answers=None):
         self.answers = list(answers)
         self.login_answers = list(login_answers or [])
