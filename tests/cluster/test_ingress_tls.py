@@ -296,7 +296,7 @@ def test_converge(k8s, lab):
     # The role's RFC 2136 update reached the zone's primary; cert-manager cleaned its TXT record up.
     assert dig(HOST, ZONE_NS_ADDR) == [lab["address"]]
     eventually("cert-manager to remove its TXT record", lambda: dig(f"_acme-challenge.{HOST}", ZONE_NS_ADDR, "TXT") == [],
-         30)
+               30)
     # The checks ran through the gateway stand-in, which answered from the real objects.
     events = gateway_events(t0)
     http_ok = [e for e in events if e.get("port") == 80 and e.get("path") == "/productpage" and e["status"] == 200]

@@ -262,7 +262,7 @@ def test_revision_install(k8s):
         assert_converged_again(REVISION_VARS)
         assert_teardown_leaves_nothing(k8s, REVISION_VARS)
         eventually(f"the runner to stop istiod-{REVISION} and take {addr} off lo",
-                 lambda: f"{addr}/32" not in loopback_addresses(), 30)
+                   lambda: f"{addr}/32" not in loopback_addresses(), 30)
 
 
 def test_ambient_mode(k8s):

@@ -157,7 +157,7 @@ def istiod(k8s):
 
     # CRDs another test deleted may still be terminating; Helm cannot adopt them.
     eventually("Istio CRDs being deleted to be gone",
-         lambda: not any(c.metadata.deletion_timestamp for c in istio_crds()), 120)
+               lambda: not any(c.metadata.deletion_timestamp for c in istio_crds()), 120)
     foreign = sorted({(c.metadata.annotations or {}).get("meta.helm.sh/release-name", "no Helm release")
                       for c in istio_crds()})
     assert not foreign, f"Istio CRDs are left in the cluster by {foreign}: another test did not clean up"
@@ -172,10 +172,10 @@ def istiod(k8s):
         t_helm = time.monotonic() - t0
         addr = core.read_namespaced_service("istiod", ISTIO_NS).spec.cluster_ip
         eventually("pilot-discovery ready on the istiod ClusterIP (see $SMI_STATE/logs/istiod-default.log)",
-             lambda: ready(addr), START_TIMEOUT_S)
+                   lambda: ready(addr), START_TIMEOUT_S)
         t_ready = time.monotonic() - t0
         eventually("istiod to patch the injection webhook's caBundle",
-             lambda: all(webhook_ca_bundles(k8s, "mutating", "istio-sidecar-injector")), 60)
+                   lambda: all(webhook_ca_bundles(k8s, "mutating", "istio-sidecar-injector")), 60)
         info = {"address": addr, "t_helm": t_helm, "t_ready": t_ready, "t0": t0}
         print(f"\nhelm installs: {t_helm:.1f} s; pilot-discovery ready {t_ready:.1f} s after the first helm install")
         yield info
@@ -333,8 +333,8 @@ def destination_rule(name: str, subsets: list[str]) -> dict:
 def test_istiod_validation_rejects_what_the_crd_schema_accepts(k8s, istiod, namespace):
     custom = client.CustomObjectsApi(k8s)
     eventually("the validating webhooks to be armed",
-         lambda: all(w.failure_policy == "Fail" for w in client.AdmissionregistrationV1Api(k8s)
-                     .read_validating_webhook_configuration("istiod-default-validator").webhooks), 60)
+               lambda: all(w.failure_policy == "Fail" for w in client.AdmissionregistrationV1Api(k8s)
+                           .read_validating_webhook_configuration("istiod-default-validator").webhooks), 60)
     args = ("networking.istio.io", "v1", namespace, "destinationrules")
     # A valid one is admitted ...
     custom.create_namespaced_custom_object(*args, destination_rule("reviews", ["v1", "v2"]))
@@ -366,7 +366,7 @@ def test_changes_restart_istiod_and_injection_keeps_working(k8s, istiod, namespa
     mesh = core.read_namespaced_config_map("istio", ISTIO_NS).data["mesh"]
     core.patch_namespaced_config_map("istio", ISTIO_NS, {"data": {"mesh": mesh + "\n# smistio: changed\n"}})
     eventually("pilot-discovery restarted after the ConfigMap change",
-         lambda: (pid := istiod_pid()) is not None and pid != before, 60)
+               lambda: (pid := istiod_pid()) is not None and pid != before, 60)
     eventually("the new pilot-discovery to be ready", lambda: ready(istiod["address"]), START_TIMEOUT_S)
     core.patch_namespace(namespace, {"metadata": {"labels": {"istio-injection": "enabled"}}})
     pod = bookinfo_productpage(k8s, namespace)
