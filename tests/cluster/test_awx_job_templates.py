@@ -169,16 +169,13 @@ def test_bearer_token_credential_reaches_the_cluster(kubeconfig, bearer_token, t
 @pytest.mark.parametrize("template", TAG_TEMPLATES)
 def test_tag_templates_succeed_without_change(controller, tmp_path, template):
     """One template per tag of site.yml, each run after the site: it succeeds
-    and changes nothing. observability and canary select only the preflight
-    until their roles exist."""
+    and changes nothing, and the role its tag names ran."""
     run = controller.launch(f"{P} {template}", tmp_path)
     assert run.status == "successful", run.explain()
     assert run.changed == 0, run.explain()
-    roles = run.roles_run()
-    if template in ("observability", "canary", "canary shift"):
-        assert roles == {"preflight", ""}, roles
-    else:
-        assert roles - {"preflight", ""}, roles
+    role = {"ingress": "ingress_tls", "tls": "ingress_tls", "istio": "istio_install",
+            "mtls": "mtls_verify", "canary shift": "canary"}.get(template, template)
+    assert role in run.roles_run(), run.roles_run()
 
 
 def test_teardown_refuses_without_the_confirmation(controller, k8s, tmp_path):

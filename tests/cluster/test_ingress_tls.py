@@ -205,13 +205,17 @@ def lab(k8s, tmp_path_factory):
         }
         yield {"address": address, "extra": extra, "pebble": pebble, "work": work, "roots": roots}
     finally:
-        pebble.stop()
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-            proc.eventually(10)
-        cleanup_tls(k8s, crds_were_there)
-        down = run_playbook(TEARDOWN, extra_vars={"istio_install_teardown_crds": True})
-        assert down.rc == 0, down.explain()
+        # The cluster is cleaned up even if a server does not stop: the next
+        # test modules expect a cluster without Istio.
+        try:
+            pebble.stop()
+            for proc in procs:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(10)
+        finally:
+            cleanup_tls(k8s, crds_were_there)
+            down = run_playbook(TEARDOWN, extra_vars={"istio_install_teardown_crds": True})
+            assert down.rc == 0, down.explain()
 
 
 TAGS = ("--tags", "istio,bookinfo,ingress,tls")
