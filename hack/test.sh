@@ -37,15 +37,16 @@ bash $CLUSTER start || { echo "FAILED: the local test cluster did not start"; ex
 "${THIRD[@]}" bash $CLUSTER start || { echo "FAILED: the third local test cluster did not start"; exit 1; }
 
 step "pytest inside the clusters' network namespaces (unit + cluster), three parts side by side"
-# Part 1: unit, render, molecule, and the cluster tests of the test cluster
-# itself, the modules and ingress/TLS; part 2: the site, mTLS, pushed config,
-# namespaces and AWX; part 3: the observability and canary roles. Each test
-# file belongs to exactly one part (the files of parts 2 and 3 are named here,
-# part 1 takes the rest).
+# Part 1: unit, render, and the cluster tests of the test cluster itself, the
+# modules, the install options and ingress/TLS; part 2: the site, mTLS, pushed
+# config and namespaces; part 3: the observability and canary roles, AWX and
+# molecule. Each test file belongs to exactly one part (the files of parts 2
+# and 3 are named here, part 1 takes the rest). The split follows the measured
+# times (docs/testing.md): about an hour of test time each under CI's load.
 PART2=(tests/cluster/test_site_istio_bookinfo.py tests/cluster/test_mtls_verify.py
-       tests/cluster/test_proxy_config_info.py tests/cluster/test_bookinfo_namespaces.py
-       tests/cluster/test_awx_job_templates.py)
-PART3=(tests/cluster/test_canary.py tests/cluster/test_observability.py)
+       tests/cluster/test_proxy_config_info.py tests/cluster/test_bookinfo_namespaces.py)
+PART3=(tests/cluster/test_canary.py tests/cluster/test_observability.py
+       tests/cluster/test_awx_job_templates.py tests/molecule/test_molecule_scenarios.py)
 part1_ignores=(--ignore=tests/lifecycle)
 for f in "${PART2[@]}" "${PART3[@]}"; do
   [ -e "$f" ] || { echo "FAILED: hack/test.sh names $f, which does not exist"; exit 1; }

@@ -85,7 +85,11 @@ from kubernetes import client, config
 TC_DIR = Path(__file__).resolve().parent
 CACHE = Path(os.environ.get("SMI_CACHE", "/var/cache/servicemesh-istio"))
 IFACE = os.environ.get("SMI_SERVICE_IP_IF", "lo")
-POLL_S = 1.0
+# The runner reconciles when a watched kind changes (ChangeWatch), at most
+# every MIN_INTERVAL_S, and at least every IDLE_S (a process that exited, a
+# restart that is due, a token to refresh): a quiet cluster costs no polling.
+MIN_INTERVAL_S = 0.5
+IDLE_S = 3.0
 TOKEN_TTL_S = 24 * 3600
 TOKEN_REFRESH_S = 3600
 STOP_GRACE_S = 15
@@ -871,6 +875,52 @@ class Instance:
             self.addresses = []
 
 
+class ChangeWatch:
+    """Sets ``changed`` whenever a Deployment, Service, Pod, ConfigMap or
+    Secret changes anywhere (but a leader-election lock): one watch per kind,
+    restarted from a fresh list when the API server ends it; the reconcile
+    reads what it needs itself."""
+
+    def __init__(self, apps: client.AppsV1Api, core: client.CoreV1Api):
+        self.changed = threading.Event()
+        kinds = {"deployments": apps.list_deployment_for_all_namespaces,
+                 "services": core.list_service_for_all_namespaces,
+                 "pods": core.list_pod_for_all_namespaces,
+                 "configmaps": core.list_config_map_for_all_namespaces,
+                 "secrets": core.list_secret_for_all_namespaces}
+        for name, lister in kinds.items():
+            threading.Thread(target=self._watch, args=(name, lister), name=f"watch-{name}", daemon=True).start()
+
+    @staticmethod
+    def is_lock_renewal(line: bytes) -> bool:
+        """A leader-election lock kept in a ConfigMap (istiod renews three
+        every few seconds): no workload reads it."""
+        try:
+            meta = json.loads(line)["object"]["metadata"]
+        except (ValueError, KeyError, TypeError):
+            return False
+        return "control-plane.alpha.kubernetes.io/leader" in (meta.get("annotations") or {})
+
+    def _watch(self, name: str, lister) -> None:
+        last_error = ""
+        while True:
+            try:
+                listed = json.loads(lister(limit=1, _preload_content=False).data)
+                stream = lister(watch=True, resource_version=listed["metadata"]["resourceVersion"],
+                                timeout_seconds=240, _preload_content=False)
+                last_error = ""
+                for line in stream:  # one event per line
+                    if not self.is_lock_renewal(line):
+                        self.changed.set()
+            except Exception as exc:  # API server restarting: the loop's IDLE_S reconcile covers the gap
+                msg = f"{type(exc).__name__}: {exc}"
+                if msg != last_error:
+                    log(f"watch of {name} failed: {msg}; retrying")
+                    last_error = msg
+                time.sleep(2)
+            self.changed.set()  # whatever happened while no watch was open
+
+
 def desired_state(apps: client.AppsV1Api, core: client.CoreV1Api) -> dict[tuple[str, tuple[str, str]], dict]:
     """What should run: one entry per declared Deployment that is ready to serve."""
     out: dict[tuple[str, tuple[str, str]], dict] = {}
@@ -957,7 +1007,10 @@ def main() -> int:
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
     last_error = ""
+    watch = ChangeWatch(apps, core)
     while True:
+        started = time.monotonic()
+        watch.changed.clear()  # a change during this reconcile sets it again: one more round
         try:
             desired = desired_state(apps, core)
             last_error = ""
@@ -991,7 +1044,10 @@ def main() -> int:
                 log(f"reconcile failed: {msg}; retrying")
                 last_error = msg
             time.sleep(2)
-        time.sleep(POLL_S)
+        due = [inst.next_start for inst in instances.values() if inst.proc is None]
+        timeout = min([IDLE_S, *(max(0.0, t - time.monotonic()) for t in due)])
+        watch.changed.wait(timeout)
+        time.sleep(max(0.0, MIN_INTERVAL_S - (time.monotonic() - started)))
 
 
 if __name__ == "__main__":
