@@ -20,10 +20,27 @@ istiod would push it to Envoy (the subset Bookinfo and cert-manager need):
   goes to the destination Service (a short name is in the VirtualService's
   namespace, ``<svc>.<ns>.svc.cluster.local`` in ``<ns>``) at the destination
   port (or its only port): no such Service or port: 503 ``no healthy
-  upstream``; a Service with no Ready pod: 503; else the upstream answers. The
-  upstream cannot run either; for Bookinfo's productpage (the Service's pods
-  run the ``examples-bookinfo-productpage`` image) the answer is a page with
-  Bookinfo's title, for anything else a page naming the Service;
+  upstream``; a Service with no Ready pod: 503; else the upstream answers:
+  when a process listens on the Service's ClusterIP and port (one the
+  workload runner runs: Prometheus, the Grafana and Kiali stand-ins...), the
+  request goes to it (method, path, Host, Authorization, Cookie) and its
+  status, body and Location/Set-Cookie/WWW-Authenticate headers come back;
+  otherwise the upstream cannot run: for Bookinfo's productpage (the
+  Service's pods run the ``examples-bookinfo-productpage`` image) the answer
+  is a page with Bookinfo's title, for anything else a page naming the
+  Service;
+- before any route, the AuthorizationPolicies that apply to the gateway's
+  pods (its namespace and the root namespace istio-system; ``selector``
+  matching the pods' labels, or none): a DENY rule that matches answers 403
+  ``RBAC: access denied``; if ALLOW policies apply and none of their rules
+  matches, 403 too. A rule matches on ``to.operation`` hosts/notHosts,
+  ports/notPorts, methods/notMethods, paths/notPaths and ``from.source``
+  remoteIpBlocks/notRemoteIpBlocks and ipBlocks/notIpBlocks (the client's
+  address: no proxy in front), requestPrincipals/notRequestPrincipals and
+  principals/notPrincipals (this stand-in validates no JWT and sees no mTLS
+  peer: a request never has a principal). A policy using anything else
+  (``when``, CUSTOM, ``targetRefs``...) is not evaluated: the request gets
+  503 and the record says which field, rather than a guess;
 - port 80, Ingresses (cert-manager's HTTP-01 solver): when the mesh ConfigMap
   of the revision (``istio``) has ingressControllerMode not OFF and its
   ingressSelector is this gateway's ``istio`` label, Ingresses of its
@@ -49,7 +66,9 @@ Usage: gateway_standin.py KUBECONFIG STATE_DIR
 from __future__ import annotations
 
 import base64
+import http.client
 import http.server
+import ipaddress
 import json
 import re
 import ssl
@@ -68,6 +87,77 @@ PRODUCTPAGE_IMAGE = "examples-bookinfo-productpage"
 BOOKINFO_HTML = (b"<!DOCTYPE html><html><head><title>Simple Bookstore App</title></head>"
                  b"<body>gateway stand-in: Bookinfo productpage</body></html>")
 ISTIO = ("networking.istio.io", "v1")
+SECURITY = ("security.istio.io", "v1")
+ROOT_NAMESPACE = "istio-system"
+
+
+class NotEvaluated(Exception):
+    """A policy uses what the stand-in does not evaluate."""
+
+
+def _in_blocks(ip: str, blocks: list[str]) -> bool:
+    addr = ipaddress.ip_address(ip)
+    return any(addr in ipaddress.ip_network(b, strict=False) for b in blocks)
+
+
+def _str_match(pattern: str, value: str) -> bool:
+    """Istio's string match: exact, prefix 'abc*', suffix '*abc' or presence '*'."""
+    if pattern == "*":
+        return bool(value)
+    if pattern.endswith("*"):
+        return value.startswith(pattern[:-1])
+    if pattern.startswith("*"):
+        return value.endswith(pattern[1:])
+    return value == pattern
+
+
+SOURCE_FIELDS = {"remoteIpBlocks", "notRemoteIpBlocks", "ipBlocks", "notIpBlocks",
+                 "requestPrincipals", "notRequestPrincipals", "principals", "notPrincipals"}
+OPERATION_FIELDS = {"hosts", "notHosts", "ports", "notPorts", "methods", "notMethods", "paths", "notPaths"}
+
+
+def rule_matches(rule: dict, request: dict, policy: str) -> bool:
+    """Does an AuthorizationPolicy rule match the request? Every field of a
+    source or an operation must hold; any source and any operation will do."""
+    unknown = sorted(set(rule) - {"from", "to"})
+    for entry in rule.get("from") or []:
+        unknown += sorted(set(entry.get("source") or {}) - SOURCE_FIELDS)
+    for entry in rule.get("to") or []:
+        unknown += sorted(set(entry.get("operation") or {}) - OPERATION_FIELDS)
+    if unknown:
+        raise NotEvaluated(f"AuthorizationPolicy {policy}: {unknown} is not evaluated by the stand-in")
+    ip, principal = request["client_ip"], ""  # no JWT validated, no mTLS peer: no principal
+    host = request["headers"].get("Host") or request["host"]
+
+    def source_ok(src: dict) -> bool:
+        checks = [
+            ("remoteIpBlocks" not in src or _in_blocks(ip, src["remoteIpBlocks"])),
+            ("notRemoteIpBlocks" not in src or not _in_blocks(ip, src["notRemoteIpBlocks"])),
+            ("ipBlocks" not in src or _in_blocks(ip, src["ipBlocks"])),
+            ("notIpBlocks" not in src or not _in_blocks(ip, src["notIpBlocks"])),
+        ]
+        for field in ("requestPrincipals", "principals"):
+            if field in src:
+                checks.append(any(_str_match(p, principal) for p in src[field]))
+            if "not" + field[0].upper() + field[1:] in src:
+                checks.append(not any(_str_match(p, principal) for p in src["not" + field[0].upper() + field[1:]]))
+        return all(checks)
+
+    def operation_ok(op: dict) -> bool:
+        path = request["path"].split("?")[0]
+        values = {"hosts": host.lower(), "ports": str(request["port"]), "methods": request["method"], "paths": path}
+        for field, value in values.items():
+            if field in op and not any(_str_match(p.lower() if field == "hosts" else str(p), value) for p in op[field]):
+                return False
+            neg = "not" + field[0].upper() + field[1:]
+            if neg in op and any(_str_match(p.lower() if field == "hosts" else str(p), value) for p in op[neg]):
+                return False
+        return True
+
+    sources = [e.get("source") or {} for e in rule.get("from") or []]
+    operations = [e.get("operation") or {} for e in rule.get("to") or []]
+    return (not sources or any(source_ok(s) for s in sources)) and \
+        (not operations or any(operation_ok(o) for o in operations))
 
 
 def log(msg: str) -> None:
@@ -168,37 +258,107 @@ class Gateway:
                         return ing.metadata.namespace, p.backend.service.name, port.number or port.name
         return None
 
+    # -- authorization ----------------------------------------------------------
+    def policies(self) -> list[dict]:
+        """AuthorizationPolicies that apply to this gateway's pods."""
+        found = []
+        for ns in dict.fromkeys([self.namespace, ROOT_NAMESPACE]):
+            found += self.custom.list_namespaced_custom_object(*SECURITY, ns, "authorizationpolicies")["items"]
+        return [p for p in found if all(self.pod_labels.get(k) == v for k, v in
+                                        ((p.get("spec") or {}).get("selector") or {}).get("matchLabels", {}).items())]
+
+    def authorize(self, request: dict) -> tuple[bool, str]:
+        """(allowed, why) for request {host, port, method, path, client_ip}, as
+        Envoy's RBAC filter would decide from the policies."""
+        allow_rules, allow_policies = [], []
+        for pol in self.policies():
+            spec, name = pol.get("spec") or {}, f"{pol['metadata']['namespace']}/{pol['metadata']['name']}"
+            unknown = sorted(set(spec) - {"selector", "action", "rules"})
+            action = spec.get("action", "ALLOW")
+            if unknown or action not in ("ALLOW", "DENY"):
+                raise NotEvaluated(f"AuthorizationPolicy {name}: {unknown or action} is not evaluated by the stand-in")
+            rules = spec.get("rules") or []
+            if action == "DENY":
+                for rule in rules:
+                    if rule_matches(rule, request, name):
+                        return False, f"denied by AuthorizationPolicy {name} (DENY)"
+            else:
+                allow_policies.append(name)
+                allow_rules += [(rule, name) for rule in rules]
+        if allow_policies:
+            for rule, name in allow_rules:
+                if rule_matches(rule, request, name):
+                    return True, f"allowed by AuthorizationPolicy {name}"
+            return False, f"no rule of the ALLOW AuthorizationPolicies {allow_policies} matches"
+        return True, ""
+
     # -- upstreams --------------------------------------------------------------
-    def upstream(self, namespace: str, service: str, port, host: str, path: str) -> tuple[int, bytes, str]:
+    def forward(self, address: str, port: int, request: dict) -> tuple[int, bytes, str, dict] | None:
+        """The request relayed to a process listening on address:port; None if nothing listens."""
+        conn = http.client.HTTPConnection(address, port, timeout=10)
+        try:
+            conn.connect()
+        except OSError:
+            return None
+        try:
+            headers = {k: v for k, v in (request.get("headers") or {}).items()
+                       if k.lower() in ("host", "authorization", "cookie", "accept", "content-type")}
+            conn.request(request.get("method", "GET"), request["path"], body=request.get("body"), headers=headers)
+            resp = conn.getresponse()
+            body = resp.read()
+            kept = {k: v for k, v in resp.getheaders()
+                    if k.lower() in ("location", "content-type", "set-cookie", "www-authenticate")}
+            return resp.status, body, f"{address}:{port} answered", kept
+        finally:
+            conn.close()
+
+    def upstream(self, namespace: str, service: str, port, host: str, path: str,
+                 request: dict | None = None) -> tuple[int, bytes, str, dict]:
         try:
             svc = self.core.read_namespaced_service(service, namespace)
         except client.ApiException:
-            return 503, b"no healthy upstream", f"no Service {namespace}/{service}"
+            return 503, b"no healthy upstream", f"no Service {namespace}/{service}", {}
         ports = svc.spec.ports or []
         if port is None and len(ports) == 1:
             port = ports[0].port
         if not any(port in (p.port, p.name) for p in ports):
-            return 503, b"no healthy upstream", f"Service {namespace}/{service} has no port {port}"
+            return 503, b"no healthy upstream", f"Service {namespace}/{service} has no port {port}", {}
         selector = ",".join(f"{k}={v}" for k, v in (svc.spec.selector or {}).items())
         pods = [p for p in self.core.list_namespaced_pod(namespace, label_selector=selector).items
                 if selector and any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or []))]
         if not pods:
-            return 503, b"no healthy upstream", f"Service {namespace}/{service} has no Ready pod"
+            return 503, b"no healthy upstream", f"Service {namespace}/{service} has no Ready pod", {}
         containers = pods[0].spec.containers or []
         if any(PRODUCTPAGE_IMAGE in (c.image or "") for c in containers):
-            return 200, BOOKINFO_HTML, f"{namespace}/{service}:{port} (productpage pods)"
+            return 200, BOOKINFO_HTML, f"{namespace}/{service}:{port} (productpage pods)", {}
         args = {}
         for c in containers:
             args.update(a.lstrip("-").split("=", 1) for a in c.args or [] if "=" in a)
         if {"domain", "token", "key"} <= set(args):  # cert-manager's acmesolver
             token = path.split("?")[0].rsplit("/", 1)[-1]
             if host == args["domain"] and token == args["token"]:
-                return 200, args["key"].encode(), f"{namespace}/{service}: acmesolver for {args['domain']}"
-            return 404, b"", f"{namespace}/{service}: acmesolver for {args['domain']}, token {args['token']}"
-        return 200, f"gateway stand-in: upstream {namespace}/{service}".encode(), f"{namespace}/{service}:{port}"
+                return 200, args["key"].encode(), f"{namespace}/{service}: acmesolver for {args['domain']}", {}
+            return 404, b"", f"{namespace}/{service}: acmesolver for {args['domain']}, token {args['token']}", {}
+        number = next((p.port for p in ports if port in (p.port, p.name)), port)
+        relayed = self.forward(svc.spec.cluster_ip, number, request or {"path": path, "headers": {"Host": host}})
+        if relayed is not None:
+            status, body, why, headers = relayed
+            return status, body, f"{namespace}/{service}:{number}: {why}", headers
+        return 200, f"gateway stand-in: upstream {namespace}/{service}".encode(), \
+            f"{namespace}/{service}:{port} (nothing listens on {svc.spec.cluster_ip}:{number}: a page naming it)", {}
 
-    def answer(self, port: int, host: str, path: str) -> tuple[int, bytes, dict, str]:
+    def answer(self, port: int, host: str, path: str, request: dict | None = None) -> tuple[int, bytes, dict, str]:
+        request = dict(request or {}, host=host, port=port, path=path)
+        request.setdefault("method", "GET")
+        request.setdefault("headers", {"Host": host})
         servers = self.servers_for(port, host)
+        if servers and request.get("client_ip"):
+            try:
+                allowed, why = self.authorize(request)
+            except NotEvaluated as exc:
+                return 503, b"", {}, str(exc)
+            if not allowed:
+                return 403, b"RBAC: access denied", {"Content-Type": "text/plain"}, why
         if port == 80 and any(s.get("tls", {}).get("httpsRedirect") for _g, s in servers):
             g = next(g for g, s in servers if s.get("tls", {}).get("httpsRedirect"))
             return 301, b"", {"Location": f"https://{host}{path}"}, \
@@ -220,13 +380,14 @@ class Gateway:
             dhost = dest.get("host", "")
             parts = dhost.split(".")
             ns = parts[1] if len(parts) > 1 else vs["metadata"]["namespace"]
-            status, body, why = self.upstream(ns, parts[0], (dest.get("port") or {}).get("number"), host, path)
-            return status, body, {"Content-Type": "text/html"}, f"{where} -> {why}"
+            status, body, why, headers = self.upstream(ns, parts[0], (dest.get("port") or {}).get("number"),
+                                                       host, path, request)
+            return status, body, {"Content-Type": "text/html", **headers}, f"{where} -> {why}"
         if port == 80:
             backend = self.ingress_backend(host, path)
             if backend:
-                status, body, why = self.upstream(*backend, host, path)
-                return status, body, {"Content-Type": "text/plain"}, f"Ingress -> {why}"
+                status, body, why, headers = self.upstream(*backend, host, path, request)
+                return status, body, {"Content-Type": "text/plain", **headers}, f"Ingress -> {why}"
         return 404, b"", {}, ("no Gateway server for this host and port" if not bound
                               else f"no route of a VirtualService bound to {sorted(bound)}")
 
@@ -277,19 +438,25 @@ class Gateway:
             def do_GET(self):  # noqa: N802 - http.server's naming
                 port = self.server.server_address[1]
                 host = (self.headers.get("Host") or "").split(":")[0]
+                length = int(self.headers.get("Content-Length") or 0)
+                request = {"method": self.command, "client_ip": self.client_address[0],
+                           "headers": dict(self.headers.items()), "body": self.rfile.read(length) if length else None}
                 try:
-                    status, body, headers, why = gw.answer(port, host, self.path)
+                    status, body, headers, why = gw.answer(port, host, self.path, request)
                 except Exception as exc:  # noqa: BLE001 - the stand-in answers like Envoy would
                     status, body, headers, why = 503, b"", {}, f"stand-in error: {exc}"
-                gw.record(port=port, host=host, path=self.path, status=status, why=why)
+                gw.record(port=port, host=host, path=self.path, method=self.command, client=self.client_address[0],
+                          status=status, why=why)
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                if self.command != "HEAD":
+                    self.wfile.write(body)
 
             do_HEAD = do_GET  # noqa: N815
+            do_POST = do_GET  # noqa: N815
 
             def log_message(self, *args):
                 pass

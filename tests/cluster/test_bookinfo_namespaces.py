@@ -139,8 +139,11 @@ def test_namespace_labels_and_injection(k8s, combination):
             assert namespace_labels(core, existing) == {**wanted, **OWNER_LABEL}, namespace_labels(core, existing)
             assert_bookinfo_data_plane(k8s, existing, sidecar, revision)
 
-            # 3. Reruns change nothing, in either namespace.
-            for ns in (created, existing):
+            # 3. A rerun changes nothing in the namespace the role created (the
+            # case that went wrong); the existing namespace's rerun is checked
+            # once, with the default install (suite time: each run costs a
+            # minute on the loaded CI machine).
+            for ns in (created, existing) if combination == "sidecar" else (created,):
                 again = run_playbook(SITE, "--tags", "bookinfo", extra_vars={**install_vars, "bookinfo_namespace": ns})
                 assert again.rc == 0 and again.changed == 0, again.explain()
 
@@ -149,4 +152,4 @@ def test_namespace_labels_and_injection(k8s, combination):
         finally:
             for ns in (created, existing):
                 delete_namespace_and_wait(api_client=k8s, name=ns)
-        assert_teardown_leaves_nothing(k8s, install_vars)
+        assert_teardown_leaves_nothing(k8s, install_vars, rerun=combination == "sidecar")

@@ -24,8 +24,12 @@ admin password from the Secret the env points at, its dashboards from the
 mounted ConfigMaps; Jaeger's query base path from its ConfigMap. So putting
 upstream's anonymous Grafana or Kiali back makes the role's own checks fail
 (test_upstream_anonymous_*), with nothing the test writes into the answers.
-Not exercised here: the gateway and loadbalancer exposures over HTTPS (no
-data plane), only their refusals of unsafe inputs.
+The gateway exposure goes through the gateway stand-in
+(hack/testcluster/gateway_standin.py: the applied Gateway, VirtualServices,
+AuthorizationPolicy and the Certificate's Secret, relaying to the tools'
+processes) with a real certificate from Pebble. Not exercised here: the
+loadbalancer exposure (its Services' loadBalancerSourceRanges need a cloud
+load balancer to enforce them), only its refusals of unsafe inputs.
 
 Istio and Bookinfo are installed with site.yml first; the module leaves the
 cluster without them (playbooks/teardown.yml).
@@ -34,9 +38,13 @@ cluster without them (playbooks/teardown.yml).
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
+import socket
+import ssl
 import subprocess
+from pathlib import Path
 
 import pytest
 from kubernetes import client
@@ -219,6 +227,78 @@ def test_upstream_anonymous_kiali_fails_the_roles_check(converged, k8s, tmp_path
     assert run.rc != 0, run.explain()
     message = " ".join(run.failures())
     assert "reports the strategy 'anonymous', not 'token' (observability_kiali_auth_strategy)" in message, message
+
+
+SITE_VARS = REPO_ROOT / "hack/testcluster/site-vars.yml"
+SITE_ACME = Path(os.environ.get("SMI_STATE", "/var/lib/servicemesh-istio/cluster")) / "acme/site-vars.json"
+DOMAIN = "obs.smistio.test"
+GATEWAY_RECORD = Path(os.environ.get("SMI_STATE", "/var/lib/servicemesh-istio/cluster")) / \
+    "gateway-standin/istio-system.istio-ingressgateway.jsonl"
+
+
+def https_get(address: str, host: str, path: str, ca: str) -> tuple[int, dict, bytes]:
+    """GET https://<host><path> at the gateway's address (SNI and Host are
+    host; the chain and name checked against the ACME server's root)."""
+    ctx = ssl.create_default_context(cafile=ca)
+    with socket.create_connection((address, 443), timeout=10) as raw, \
+            ctx.wrap_socket(raw, server_hostname=host) as tls:
+        tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        resp = http.client.HTTPResponse(tls)
+        resp.begin()
+        return resp.status, dict(resp.getheaders()), resp.read()
+
+
+def test_gateway_exposure_serves_the_tools_over_https_behind_the_policy(converged, k8s):
+    """observability_exposure=gateway through the gateway stand-in, which
+    decides from the applied Gateway, VirtualServices, AuthorizationPolicy and
+    the Certificate's Secret, and relays to the tools' processes: the role
+    waits for the tools' certificate (real cert-manager, DNS-01 from Pebble)
+    and its being served for each host; from outside the allowed ranges every
+    tool is refused (403 from the role's DENY policy); from inside, Grafana
+    and Kiali still ask for their login and Prometheus answers. A Gateway
+    selecting no gateway pod fails the role's served check."""
+    assert converged.rc == 0, converged.explain()
+    acme = json.loads(SITE_ACME.read_text())
+    tls = run_playbook(SITE, "-e", f"@{SITE_VARS}", "--tags", "tls")  # cert-manager and the ACME ClusterIssuer
+    try:
+        assert tls.rc == 0, tls.explain()
+        extra = {"observability_exposure": "gateway", "observability_domain": DOMAIN,
+                 "observability_cert_issuer": "smistio-acme", "observability_ca_bundle": acme["issuing_roots"],
+                 "observability_allowed_source_ranges": ["192.0.2.0/24"]}
+        run = run_playbook(SITE, "-e", f"@{SITE_VARS}", "--tags", "observability", extra_vars=extra)
+        assert run.rc == 0, run.explain()
+        served = results_of(run, "Wait until the gateway serves the tools' certificate")[0]["results"]
+        assert sorted(r["item"] for r in served) == ["grafana", "jaeger", "kiali", "prometheus"], served
+        assert all("served" in r["layers_passed"] for r in served), served
+        address = client.CoreV1Api(k8s).read_namespaced_service(
+            "istio-ingressgateway", NS).status.load_balancer.ingress[0].ip
+        # This client (loopback) is outside 192.0.2.0/24 and has no JWT: refused by the role's policy.
+        for tool in ("prometheus", "grafana", "kiali", "jaeger"):
+            status, _h, body = https_get(address, f"{tool}.{DOMAIN}", "/", acme["issuing_roots"])
+            assert (status, body) == (403, b"RBAC: access denied"), (tool, status, body)
+        last = json.loads(GATEWAY_RECORD.read_text().splitlines()[-1])
+        assert "denied by AuthorizationPolicy istio-system/observability-access (DENY)" in last["why"], last
+
+        inside = dict(extra, observability_allowed_source_ranges=["127.0.0.0/8"])
+        run = run_playbook(SITE, "-e", f"@{SITE_VARS}", "--tags", "observability", extra_vars=inside)
+        assert run.rc == 0, run.explain()
+        status, _h, body = https_get(address, f"grafana.{DOMAIN}", "/api/search", acme["issuing_roots"])
+        assert status == 401, (status, body)  # anonymous access off, through the gateway too
+        status, _h, body = https_get(address, f"kiali.{DOMAIN}", "/kiali/api/auth/info", acme["issuing_roots"])
+        assert status == 200 and json.loads(body)["strategy"] == "token", body
+        status, _h, body = https_get(address, f"prometheus.{DOMAIN}", "/-/ready", acme["issuing_roots"])
+        assert status == 200, (status, body)  # the real Prometheus, no login of its own: the ranges are its guard
+
+        # The other way round: a Gateway that selects no gateway pod serves nothing, and the role says so.
+        wrong = dict(inside, observability_gateway_label="no-such-gateway", observability_certificate_timeout=15)
+        run = run_playbook(SITE, "-e", f"@{SITE_VARS}", "--tags", "observability", extra_vars=wrong)
+        assert run.rc != 0, run.explain()
+        message = " ".join(run.failures())
+        assert f"grafana.{DOMAIN}" in message or f"prometheus.{DOMAIN}" in message, message
+    finally:
+        down = run_playbook(TEARDOWN, "-e", f"@{SITE_VARS}", "--tags", "tls",
+                            extra_vars={"ingress_tls_teardown_crds": True})
+        assert down.rc == 0, down.explain()
 
 
 def test_teardown_keeps_the_generated_secrets(converged, k8s):

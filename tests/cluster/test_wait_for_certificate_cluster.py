@@ -139,6 +139,39 @@ def _write_secret(api, namespace, name, cert_pem, key_pem):
         data={'tls.crt': base64.b64encode(cert_pem).decode(), 'tls.key': base64.b64encode(key_pem).decode()}))
 
 
+def _descendants(pid):
+    """Command lines of the processes below ``pid`` (read from /proc)."""
+    parents, cmdlines = {}, {}
+    for entry in Path('/proc').iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / 'stat').read_text()
+            cmdlines[int(entry.name)] = (entry / 'cmdline').read_bytes().split(b'\0')
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(stat.rsplit(')', 1)[1].split()[1])
+    out = []
+    for child, cmd in cmdlines.items():
+        p = parents.get(child)
+        while p and p != pid:
+            p = parents.get(p)
+        if p == pid:
+            out.append([c.decode(errors='replace') for c in cmd if c])
+    return out
+
+
+def _wait_for_module_process(pid, timeout):
+    """Until ansible runs the module: a Python process below it that is not ansible itself."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(cmd and 'python' in os.path.basename(cmd[0]) and not any('ansible' in c for c in cmd)
+               for cmd in _descendants(pid)):
+            return
+        time.sleep(0.1)
+    raise AssertionError('ansible did not start the module within %d s' % timeout)
+
+
 def _ansible(kubeconfig, args):
     """Start ``ansible localhost -m servicemesh.istio.wait_for_certificate`` with JSON output."""
     env = dict(os.environ)
@@ -189,9 +222,12 @@ def test_not_ready_then_ready(api, kubeconfig, cm_namespace):
     # Now wait, and play cert-manager a few seconds later.
     proc = _ansible(kubeconfig, {'certificate': name, 'secret': secret, 'namespace': cm_namespace,
                                  'timeout': 60, 'initial_sleep': 0.5, 'max_sleep': 1})
-    # Long enough for ansible-playbook to start and make its first attempt on a loaded machine
-    # (3 s was not: the first attempt then saw the Ready certificate).
-    time.sleep(8)
+    # The certificate turns Ready only after the module's first attempt: wait
+    # until the module itself runs (a fixed sleep of 3 s, then 8 s, was too
+    # short on a loaded machine: the first attempt saw the Ready certificate),
+    # then give it time for that attempt.
+    _wait_for_module_process(proc.pid, timeout=60)
+    time.sleep(4)
     assert proc.poll() is None, 'the module did not wait'
     _write_secret(api, cm_namespace, secret, cert_pem, key_pem)
     not_after = cert_obj.not_valid_after_utc.strftime('%Y-%m-%dT%H:%M:%SZ')

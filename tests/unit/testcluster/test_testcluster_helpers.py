@@ -78,12 +78,17 @@ class FakeGateway(gateway_standin.Gateway):
     def ingress_backend(self, host, path):
         return None
 
-    def upstream(self, namespace, service, port, host, path):
+    def upstream(self, namespace, service, port, host, path, request=None):
         if (namespace, service) not in self._svcs:
-            return 503, b"no healthy upstream", f"no Service {namespace}/{service}"
+            return 503, b"no healthy upstream", f"no Service {namespace}/{service}", {}
         if not self._pods.get((namespace, service)):
-            return 503, b"no healthy upstream", f"Service {namespace}/{service} has no Ready pod"
-        return 200, gateway_standin.BOOKINFO_HTML, f"{namespace}/{service}:{port} (productpage pods)"
+            return 503, b"no healthy upstream", f"Service {namespace}/{service} has no Ready pod", {}
+        return 200, gateway_standin.BOOKINFO_HTML, f"{namespace}/{service}:{port} (productpage pods)", {}
+
+    def policies(self):
+        return [p for p in getattr(self, "_policies", [])
+                if all(self.pod_labels.get(k) == v for k, v in
+                       ((p.get("spec") or {}).get("selector") or {}).get("matchLabels", {}).items())]
 
 
 def gw(name, ns="default", selector=None, servers=None, created="2026-01-01T00:00:00Z"):
@@ -154,3 +159,68 @@ def test_tls_needs_simple_mode_and_the_named_secret():
     assert ctx is None and "PASSTHROUGH" in why
     none = FakeGateway([gw("g", servers=HTTP)], [], set(), {})
     assert none.tls_context("bookinfo.smistio.test")[0] is None
+
+
+def policy(name, action, rules, selector=None):
+    return {"metadata": {"name": name, "namespace": "istio-system"},
+            "spec": {"selector": {"matchLabels": selector or {"istio": "ingressgateway"}}, "action": action,
+                     "rules": rules}}
+
+
+# The observability role's policy: deny the tools' hosts to whoever is
+# neither in the allowed ranges nor carries a JWT.
+TOOLS_DENY = policy("observability-access", "DENY", [{
+    "to": [{"operation": {"hosts": ["grafana.obs.test", "grafana.obs.test:*"]}}],
+    "from": [{"source": {"notRemoteIpBlocks": ["192.0.2.0/24"], "notRequestPrincipals": ["*"]}}]}])
+
+
+def with_policies(*policies):
+    g = FakeGateway([gw("g", servers=HTTP + [{"port": {"number": 80}, "hosts": ["grafana.obs.test"]}])],
+                    [vs("v", "default", ["g"], "productpage")], {("default", "productpage")},
+                    {("default", "productpage"): ["pod"]})
+    g._policies = list(policies)
+    return g
+
+
+def request(ip, host="grafana.obs.test"):
+    return {"client_ip": ip, "headers": {"Host": host}}
+
+
+def test_deny_policy_refuses_outside_the_ranges_and_only_for_its_hosts():
+    g = with_policies(TOOLS_DENY)
+    status, body, _h, why = g.answer(80, "grafana.obs.test", "/", request("127.0.0.1"))
+    assert status == 403 and body == b"RBAC: access denied" and "observability-access" in why
+    # Inside the allowed range the policy does not deny (no route: 404, past the RBAC filter).
+    assert g.answer(80, "grafana.obs.test", "/", request("192.0.2.9"))[0] == 404
+    # Another host is not the policy's business.
+    assert g.answer(80, "bookinfo.smistio.test", "/productpage", request("127.0.0.1", "bookinfo.smistio.test"))[0] == 200
+    # With a port in the Host header, the 'host:*' pattern matches.
+    assert g.answer(80, "grafana.obs.test", "/", request("127.0.0.1", "grafana.obs.test:80"))[0] == 403
+
+
+def test_allow_policies_admit_only_what_a_rule_matches():
+    allow = policy("only-get", "ALLOW", [{"to": [{"operation": {"methods": ["GET"], "paths": ["/productpage"]}}]}])
+    g = with_policies(allow)
+    assert g.answer(80, "bookinfo.smistio.test", "/productpage", request("127.0.0.1", "bookinfo.smistio.test"))[0] == 200
+    status, _b, _h, why = g.answer(80, "bookinfo.smistio.test", "/static", request("127.0.0.1", "bookinfo.smistio.test"))
+    assert status == 403 and "only-get" in why
+    other = policy("other", "DENY", [{}], selector={"istio": "egressgateway"})
+    assert with_policies(other).answer(80, "bookinfo.smistio.test", "/productpage",
+                                       request("127.0.0.1", "bookinfo.smistio.test"))[0] == 200
+
+
+@pytest.mark.parametrize("spec_extra, rule", [
+    ({"action": "CUSTOM"}, {}),
+    ({}, {"when": [{"key": "request.headers[x]", "values": ["y"]}]}),
+    ({}, {"from": [{"source": {"namespaces": ["default"]}}]}),
+])
+def test_what_the_stand_in_does_not_evaluate_is_a_503_that_says_so(spec_extra, rule):
+    pol = policy("odd", "DENY", [rule])
+    pol["spec"].update(spec_extra)
+    status, _b, _h, why = with_policies(pol).answer(80, "grafana.obs.test", "/", request("127.0.0.1"))
+    assert status == 503 and "not evaluated by the stand-in" in why, why
+
+
+def test_a_request_has_no_principal_here():
+    needs_jwt = policy("jwt", "ALLOW", [{"from": [{"source": {"requestPrincipals": ["*"]}}]}])
+    assert with_policies(needs_jwt).answer(80, "grafana.obs.test", "/", request("192.0.2.9"))[0] == 403
