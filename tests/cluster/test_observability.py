@@ -290,7 +290,7 @@ def test_gateway_exposure_serves_the_tools_over_https_behind_the_policy(converge
         assert status == 200, (status, body)  # the real Prometheus, no login of its own: the ranges are its guard
 
         # The other way round: a Gateway that selects no gateway pod serves nothing, and the role says so.
-        wrong = dict(inside, observability_gateway_label="no-such-gateway", observability_certificate_timeout=15)
+        wrong = dict(inside, observability_gateway_label="no-such-gateway", observability_certificate_timeout=5)
         run = run_playbook(SITE, "-e", f"@{SITE_VARS}", "--tags", "observability", extra_vars=wrong)
         assert run.rc != 0, run.explain()
         message = " ".join(run.failures())
