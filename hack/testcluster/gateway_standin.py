@@ -111,9 +111,20 @@ def _str_match(pattern: str, value: str) -> bool:
     return value == pattern
 
 
-SOURCE_FIELDS = {"remoteIpBlocks", "notRemoteIpBlocks", "ipBlocks", "notIpBlocks",
-                 "requestPrincipals", "notRequestPrincipals", "principals", "notPrincipals"}
-OPERATION_FIELDS = {"hosts", "notHosts", "ports", "notPorts", "methods", "notMethods", "paths", "notPaths"}
+def _negated(field: str) -> str:
+    return "not" + field[0].upper() + field[1:]
+
+
+def _holds(spec: dict, field: str, matches) -> bool:
+    """``field`` (any of its values matches) and ``not<Field>`` (none does), each when present."""
+    return ((field not in spec or any(matches(v) for v in spec[field]))
+            and not any(matches(v) for v in spec.get(_negated(field), [])))
+
+
+SOURCE = ("remoteIpBlocks", "ipBlocks", "requestPrincipals", "principals")
+OPERATION = ("hosts", "ports", "methods", "paths")
+SOURCE_FIELDS = {*SOURCE, *map(_negated, SOURCE)}
+OPERATION_FIELDS = {*OPERATION, *map(_negated, OPERATION)}
 
 
 def rule_matches(rule: dict, request: dict, policy: str) -> bool:
@@ -126,33 +137,22 @@ def rule_matches(rule: dict, request: dict, policy: str) -> bool:
         unknown += sorted(set(entry.get("operation") or {}) - OPERATION_FIELDS)
     if unknown:
         raise NotEvaluated(f"AuthorizationPolicy {policy}: {unknown} is not evaluated by the stand-in")
-    ip, principal = request["client_ip"], ""  # no JWT validated, no mTLS peer: no principal
-    host = request["headers"].get("Host") or request["host"]
+    ip = request["client_ip"]  # no proxy in front: the remote and the direct peer are the client
+    principal = ""  # no JWT validated, no mTLS peer
+    host = (request["headers"].get("Host") or request["host"]).lower()
+    path = request["path"].split("?")[0]
 
     def source_ok(src: dict) -> bool:
-        checks = [
-            ("remoteIpBlocks" not in src or _in_blocks(ip, src["remoteIpBlocks"])),
-            ("notRemoteIpBlocks" not in src or not _in_blocks(ip, src["notRemoteIpBlocks"])),
-            ("ipBlocks" not in src or _in_blocks(ip, src["ipBlocks"])),
-            ("notIpBlocks" not in src or not _in_blocks(ip, src["notIpBlocks"])),
-        ]
-        for field in ("requestPrincipals", "principals"):
-            if field in src:
-                checks.append(any(_str_match(p, principal) for p in src[field]))
-            if "not" + field[0].upper() + field[1:] in src:
-                checks.append(not any(_str_match(p, principal) for p in src["not" + field[0].upper() + field[1:]]))
-        return all(checks)
+        return (_holds(src, "remoteIpBlocks", lambda b: _in_blocks(ip, [b]))
+                and _holds(src, "ipBlocks", lambda b: _in_blocks(ip, [b]))
+                and _holds(src, "requestPrincipals", lambda p: _str_match(p, principal))
+                and _holds(src, "principals", lambda p: _str_match(p, principal)))
 
     def operation_ok(op: dict) -> bool:
-        path = request["path"].split("?")[0]
-        values = {"hosts": host.lower(), "ports": str(request["port"]), "methods": request["method"], "paths": path}
-        for field, value in values.items():
-            if field in op and not any(_str_match(p.lower() if field == "hosts" else str(p), value) for p in op[field]):
-                return False
-            neg = "not" + field[0].upper() + field[1:]
-            if neg in op and any(_str_match(p.lower() if field == "hosts" else str(p), value) for p in op[neg]):
-                return False
-        return True
+        return (_holds(op, "hosts", lambda h: _str_match(h.lower(), host))
+                and _holds(op, "ports", lambda p: str(p) == str(request["port"]))
+                and _holds(op, "methods", lambda m: _str_match(m, request["method"]))
+                and _holds(op, "paths", lambda p: _str_match(p, path)))
 
     sources = [e.get("source") or {} for e in rule.get("from") or []]
     operations = [e.get("operation") or {} for e in rule.get("to") or []]
@@ -259,13 +259,17 @@ class Gateway:
         return None
 
     # -- authorization ----------------------------------------------------------
-    def policies(self) -> list[dict]:
-        """AuthorizationPolicies that apply to this gateway's pods."""
+    def policy_objects(self) -> list[dict]:
+        """AuthorizationPolicies of the gateway's namespace and the root namespace."""
         found = []
         for ns in dict.fromkeys([self.namespace, ROOT_NAMESPACE]):
             found += self.custom.list_namespaced_custom_object(*SECURITY, ns, "authorizationpolicies")["items"]
-        return [p for p in found if all(self.pod_labels.get(k) == v for k, v in
-                                        ((p.get("spec") or {}).get("selector") or {}).get("matchLabels", {}).items())]
+        return found
+
+    def policies(self) -> list[dict]:
+        """Those that apply to this gateway's pods (no selector: every workload of the namespace)."""
+        return [p for p in self.policy_objects() if all(self.pod_labels.get(k) == v for k, v in
+                ((p.get("spec") or {}).get("selector") or {}).get("matchLabels", {}).items())]
 
     def authorize(self, request: dict) -> tuple[bool, str]:
         """(allowed, why) for request {host, port, method, path, client_ip}, as
@@ -313,7 +317,7 @@ class Gateway:
             conn.close()
 
     def upstream(self, namespace: str, service: str, port, host: str, path: str,
-                 request: dict | None = None) -> tuple[int, bytes, str, dict]:
+                 request: dict) -> tuple[int, bytes, str, dict]:
         try:
             svc = self.core.read_namespaced_service(service, namespace)
         except client.ApiException:
@@ -340,7 +344,7 @@ class Gateway:
                 return 200, args["key"].encode(), f"{namespace}/{service}: acmesolver for {args['domain']}", {}
             return 404, b"", f"{namespace}/{service}: acmesolver for {args['domain']}, token {args['token']}", {}
         number = next((p.port for p in ports if port in (p.port, p.name)), port)
-        relayed = self.forward(svc.spec.cluster_ip, number, request or {"path": path, "headers": {"Host": host}})
+        relayed = self.forward(svc.spec.cluster_ip, number, request)
         if relayed is not None:
             status, body, why, headers = relayed
             return status, body, f"{namespace}/{service}:{number}: {why}", headers

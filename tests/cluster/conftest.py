@@ -23,6 +23,22 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("SMI_CACHE", "/var/cache/servicemesh-istio"))
 MIRROR = CACHE / "mirror"
+# The running cluster's state directory, and what its start wrote there.
+STATE = Path(os.environ.get("SMI_STATE", "/var/lib/servicemesh-istio/cluster"))
+# hack/testcluster/site-vars.yml: `make site`'s extra variables (ACME from
+# Pebble, DNS-01 through knotd, the stand-ins' limits); SITE_ACME is what
+# acme_lab.py made at the cluster's start (directory, CA roots, TSIG key).
+SITE_VARS = REPO_ROOT / "hack/testcluster/site-vars.yml"
+SITE_ACME = STATE / "acme/site-vars.json"
+# The gateway stand-in's record of every request and handshake with its reason.
+GATEWAY_RECORD = STATE / "gateway-standin/istio-system.istio-ingressgateway.jsonl"
+
+
+def gateway_events(since: float) -> list[dict]:
+    """What the gateway stand-in decided since ``since`` (time.time())."""
+    if not GATEWAY_RECORD.is_file():
+        return []
+    return [e for e in map(json.loads, GATEWAY_RECORD.read_text().splitlines()) if e["t"] >= since]
 
 
 def _versions() -> dict[str, str]:

@@ -23,19 +23,16 @@ with the CRDs, also when a test stops early).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 import yaml
 from awx_config import Controller, render
-from conftest import REPO_ROOT, run_playbook
+from conftest import REPO_ROOT, SITE_ACME, SITE_VARS, run_playbook
 
 SETTINGS = REPO_ROOT / "tests/cluster/vars/awx-local.yml"
-# What hack/testcluster/acme_lab.py made at this cluster's start: the DNS
-# zone's TSIG key goes into the ACME/TSIG credential, as a user would enter it.
-SITE_ACME = Path(os.environ.get("SMI_STATE", "/var/lib/servicemesh-istio/cluster")) / "acme/site-vars.json"
-SITE_VARS = REPO_ROOT / "hack/testcluster/site-vars.yml"
+# SITE_ACME (conftest): the DNS zone's TSIG key goes into the ACME/TSIG
+# credential, as a user would enter it.
 TEARDOWN = REPO_ROOT / "playbooks/teardown.yml"
 P = "servicemesh.istio"
 TAG_TEMPLATES = ["istio", "bookinfo", "ingress", "tls", "mtls", "observability", "canary", "canary shift"]

@@ -28,7 +28,7 @@ import uuid
 import pytest
 from kubernetes import client
 
-from conftest import REPO_ROOT, delete_namespace_and_wait, run_playbook
+from conftest import REPO_ROOT, SITE_VARS, delete_namespace_and_wait, run_playbook
 from test_istio_options import (
     AMBIENT_VARS,
     BOOKINFO_APPS,
@@ -44,7 +44,6 @@ from test_istio_options import (
 )
 
 SITE = REPO_ROOT / "playbooks/site.yml"
-SITE_VARS = REPO_ROOT / "hack/testcluster/site-vars.yml"
 OWNER_LABEL = {"team": "reviews-owners"}
 # Mesh labels of the other modes, as an earlier installation may have left them.
 STALE_LABELS = {"istio-injection": "enabled", "istio.io/rev": "stale-rev", "istio.io/dataplane-mode": "ambient"}

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import secrets
 import signal
 import subprocess
@@ -46,14 +45,13 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from kubernetes import client
 
-from conftest import REPO_ROOT, assert_istio_analyze_clean, eventually, kubectl, run_playbook
+from conftest import REPO_ROOT, assert_istio_analyze_clean, eventually, gateway_events, kubectl, run_playbook
 
 sys.path.insert(0, str(REPO_ROOT / "hack" / "testcluster"))
 import acme_lab  # noqa: E402 - the test cluster's helpers
@@ -69,15 +67,6 @@ PARENT_NS_ADDR, ZONE_NS_ADDR, ACME_ADDR = "127.0.53.1", "127.0.53.2", "127.0.53.
 TSIG_NAME = "smistio-update"
 TSIG_SECRET = base64.b64encode(secrets.token_bytes(32)).decode()
 NEVER_READY = "never-ready-cert"
-STATE = Path(os.environ.get("SMI_STATE", "/var/lib/servicemesh-istio/cluster"))
-GATEWAY_RECORD = STATE / "gateway-standin" / f"{GW_NS}.istio-ingressgateway.jsonl"
-
-
-def gateway_events(since: float) -> list[dict]:
-    """What the gateway stand-in decided since ``since`` (time.time())."""
-    if not GATEWAY_RECORD.is_file():
-        return []
-    return [e for e in map(json.loads, GATEWAY_RECORD.read_text().splitlines()) if e["t"] >= since]
 
 
 def http_get(address: str, host: str, path: str) -> tuple[int, str]:

@@ -44,12 +44,13 @@ import os
 import socket
 import ssl
 import subprocess
-from pathlib import Path
 
 import pytest
 from kubernetes import client
 
-from conftest import ISTIO_VERSION, REPO_ROOT, cluster_snapshot, kubectl, until_answering as wait, run_playbook, snapshot_diff
+from conftest import (ISTIO_VERSION, REPO_ROOT, SITE_ACME, SITE_VARS, cluster_snapshot, gateway_events, kubectl,
+                      run_playbook, snapshot_diff)
+from conftest import until_answering as wait
 
 
 SITE = REPO_ROOT / "playbooks/site.yml"
@@ -229,11 +230,7 @@ def test_upstream_anonymous_kiali_fails_the_roles_check(converged, k8s, tmp_path
     assert "reports the strategy 'anonymous', not 'token' (observability_kiali_auth_strategy)" in message, message
 
 
-SITE_VARS = REPO_ROOT / "hack/testcluster/site-vars.yml"
-SITE_ACME = Path(os.environ.get("SMI_STATE", "/var/lib/servicemesh-istio/cluster")) / "acme/site-vars.json"
 DOMAIN = "obs.smistio.test"
-GATEWAY_RECORD = Path(os.environ.get("SMI_STATE", "/var/lib/servicemesh-istio/cluster")) / \
-    "gateway-standin/istio-system.istio-ingressgateway.jsonl"
 
 
 def https_get(address: str, host: str, path: str, ca: str) -> tuple[int, dict, bytes]:
@@ -276,7 +273,7 @@ def test_gateway_exposure_serves_the_tools_over_https_behind_the_policy(converge
         for tool in ("prometheus", "grafana", "kiali", "jaeger"):
             status, _h, body = https_get(address, f"{tool}.{DOMAIN}", "/", acme["issuing_roots"])
             assert (status, body) == (403, b"RBAC: access denied"), (tool, status, body)
-        last = json.loads(GATEWAY_RECORD.read_text().splitlines()[-1])
+        last = gateway_events(0)[-1]
         assert "denied by AuthorizationPolicy istio-system/observability-access (DENY)" in last["why"], last
 
         inside = dict(extra, observability_allowed_source_ranges=["127.0.0.0/8"])

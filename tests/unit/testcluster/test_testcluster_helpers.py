@@ -78,17 +78,15 @@ class FakeGateway(gateway_standin.Gateway):
     def ingress_backend(self, host, path):
         return None
 
-    def upstream(self, namespace, service, port, host, path, request=None):
+    def upstream(self, namespace, service, port, host, path, request):
         if (namespace, service) not in self._svcs:
             return 503, b"no healthy upstream", f"no Service {namespace}/{service}", {}
         if not self._pods.get((namespace, service)):
             return 503, b"no healthy upstream", f"Service {namespace}/{service} has no Ready pod", {}
         return 200, gateway_standin.BOOKINFO_HTML, f"{namespace}/{service}:{port} (productpage pods)", {}
 
-    def policies(self):
-        return [p for p in getattr(self, "_policies", [])
-                if all(self.pod_labels.get(k) == v for k, v in
-                       ((p.get("spec") or {}).get("selector") or {}).get("matchLabels", {}).items())]
+    def policy_objects(self):
+        return list(getattr(self, "_policies", []))
 
 
 def gw(name, ns="default", selector=None, servers=None, created="2026-01-01T00:00:00Z"):
