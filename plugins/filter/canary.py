@@ -14,20 +14,14 @@ from collections.abc import Mapping
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.servicemesh.istio.plugins.plugin_utils._data import as_dict as _dict, as_list as _list
+
 DNS_LABEL = re.compile(r'^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$')
 LABEL_VALUE = re.compile(r'^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$')
 LABEL_KEY = re.compile(r'^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$')
 DURATION = re.compile(r'^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$')
 MANAGED_BY = 'servicemesh.istio'
 ROLE_LABEL = 'servicemesh.istio/role'
-
-
-def _dict(value):
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value):
-    return value if isinstance(value, list) else []
 
 
 def as_weight(value):

@@ -12,21 +12,13 @@ from collections.abc import Mapping
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.servicemesh.istio.plugins.plugin_utils._data import as_dict as _dict, as_list as _list
+
 RISKY_TLS_MODES = ('DISABLE', 'SIMPLE')
 NO_OUTPUT = '(no output: the termination message is empty and the log could not be read)'
 TIMEOUT_ADVICE = ('On a real cluster look for image pulls (set mtls_verify_client_registry to a mirror), scheduling, or a\n'
                   'sidecar that never became ready; raise mtls_verify_client_timeout for slow pulls.')
 _HTTP_CODE = re.compile(r'http_code=([0-9]{3})')
-
-
-def _dict(value):
-    """``value`` if it is a mapping, else an empty dict (absent and null fields alike)."""
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value):
-    """``value`` if it is a list, else an empty list (absent and null fields alike)."""
-    return value if isinstance(value, list) else []
 
 
 def _need_list(value, what, filter_name):

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 import yaml
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.servicemesh.istio.plugins.plugin_utils._data import as_dict as _dict, as_list as _list, plain as _plain
+
 ADDONS = ('prometheus', 'grafana', 'kiali', 'jaeger', 'loki')
 # The tools a person opens: addon -> (Service, port, health path, login of its own).
 TOOLS = {
@@ -36,30 +38,6 @@ DNS_LABEL = re.compile(r'^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$')
 NAMESPACED_KINDS_WITHOUT_NAMESPACE = ('ClusterRole', 'ClusterRoleBinding', 'Namespace',
                                       'CustomResourceDefinition', 'MutatingWebhookConfiguration',
                                       'ValidatingWebhookConfiguration')
-
-
-def _dict(value):
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value):
-    return value if isinstance(value, list) else []
-
-
-def _plain(value):
-    """Ansible's tagged strings, dicts and lists as plain Python (yaml.safe_dump
-    cannot represent the tagged ones)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
-    return str(value)
 
 
 # --- inputs -----------------------------------------------------------------

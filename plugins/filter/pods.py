@@ -4,19 +4,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.servicemesh.istio.plugins.plugin_utils._data import as_dict as _dict, as_list as _list
+
 PROXY = 'istio-proxy'
-
-
-def _dict(value):
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value):
-    return value if isinstance(value, list) else []
 
 
 def has_istio_proxy(pod):

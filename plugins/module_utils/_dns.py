@@ -361,6 +361,27 @@ def describe_answers(name, rdtype, expected, match, answers):
 # Delegation walk
 # --------------------------------------------------------------------------
 
+def ask_in_turn(query, servers, qname, rdtype, timeout, recursion=False, who='server'):
+    """Ask ``servers`` in turn until one answers NOERROR or NXDOMAIN; return
+    ``(response, server)``, or raise WalkError naming what each one said
+    (``unreachable`` when none could be reached)."""
+    problems = []
+    for server in servers:
+        try:
+            response = query(server.address, server.port, qname, rdtype, timeout, recursion=recursion)
+        except QueryFailed as exc:
+            problems.append((server, str(exc), True))
+            continue
+        rcode = response.rcode()
+        if rcode in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+            return response, server
+        problems.append((server, dns.rcode.to_text(rcode), False))
+    raise WalkError('no %s answered %s %s: %s' % (
+        who, name_to_text(qname) or '.', rdtype if isinstance(rdtype, str) else dns.rdatatype.to_text(rdtype),
+        ', '.join('%s %s' % (s.display(), why) for s, why, dummy in problems)),
+        unreachable=bool(problems) and all(p[2] for p in problems))
+
+
 class WalkResult:
     def __init__(self, zone, nameservers, servers, path):
         self.zone = zone                # dns.name.Name of the zone holding the name
@@ -400,23 +421,7 @@ class DelegationWalker:
     # -- helpers ---------------------------------------------------------
     def _ask_any(self, servers, qname, rdtype):
         """Ask servers in turn until one gives a usable answer."""
-        problems = []
-        for server in servers:
-            try:
-                response = self.query(server.address, server.port, qname, rdtype, self.timeout(), recursion=False)
-            except QueryFailed as exc:
-                problems.append((server, str(exc), True))
-                continue
-            rcode = response.rcode()
-            if rcode in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
-                return response, server
-            problems.append((server, dns.rcode.to_text(rcode), False))
-        all_unreachable = bool(problems) and all(p[2] for p in problems)
-        raise WalkError(
-            'no server answered %s %s: %s' % (
-                name_to_text(qname), dns.rdatatype.to_text(rdtype),
-                ', '.join('%s %s' % (s.display(), why) for s, why, dummy in problems)),
-            unreachable=all_unreachable)
+        return ask_in_turn(self.query, servers, qname, rdtype, self.timeout(), recursion=False)
 
     def _glue(self, response, ns_names):
         glue = {}
@@ -541,3 +546,85 @@ class DelegationWalker:
                     name_to_text(zone), ', '.join(sorted(unresolved))))
             return WalkResult(zone, sorted(name_to_text(n) for n in ns_names), final_servers, path)
         raise WalkError('more than %d referrals walking to %s' % (self.MAX_REFERRALS, name_to_text(qname)))
+
+
+def configured_resolvers(path='/etc/resolv.conf'):
+    """The resolvers the host is configured with (``nameserver`` lines of
+    resolv.conf, the way the C library reads them), as Servers; empty when
+    there are none."""
+    servers = []
+    try:
+        with open(path, encoding='utf-8') as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return servers
+    for line in lines:
+        fields = line.split('#', 1)[0].split(';', 1)[0].split()
+        if len(fields) >= 2 and fields[0] == 'nameserver':
+            address = fields[1].split('%', 1)[0]
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                continue
+            servers.append(Server(address, 53, source='discovery'))
+    return servers
+
+
+class ResolverDiscovery:
+    """Find the authoritative nameservers of the zone that holds a name by
+    asking recursive resolvers (by default the host's own, as community.dns's
+    modules do) rather than walking down from the root servers, which a
+    controller that may only use an internal resolver cannot reach.
+
+    The zone is the closest ancestor of the name (the name included) that
+    has an NS set; that set and each nameserver's addresses come from the
+    same resolvers. Each nameserver is then asked directly on ``port``, so
+    that the answers compared are the authoritative ones, never a cache.
+    Same interface as DelegationWalker: ``walk(qname)`` returns a WalkResult
+    whose path is the zone only, or raises WalkError."""
+
+    def __init__(self, resolvers, port=53, query=send_query, timeout=lambda: 3.0, ipv6=False):
+        if not resolvers:
+            raise ValueError('the resolver discovery needs at least one resolver')
+        self.resolvers = list(resolvers)
+        self.port = int(port)
+        self.query = query
+        self.timeout = timeout
+        self.ipv6 = ipv6
+
+    def _ask(self, qname, rdtype):
+        """The first usable answer of the resolvers (recursion desired)."""
+        return ask_in_turn(self.query, self.resolvers, qname, rdtype, self.timeout(), recursion=True, who='resolver')[0]
+
+    def _addresses(self, ns_name):
+        addresses = []
+        for rdtype in ['A'] + (['AAAA'] if self.ipv6 else []):
+            response = self._ask(ns_name, rdtype)
+            values, dummy, dummy2 = _rrset_ttl_values(response, ns_name, rdtype)
+            addresses.extend(values)
+        return addresses
+
+    def walk(self, qname):
+        zone = qname
+        while True:
+            response = self._ask(zone, 'NS')
+            ns_rrset = response.get_rrset(response.answer, zone, dns.rdataclass.IN, dns.rdatatype.NS)
+            if ns_rrset is not None:
+                break
+            if zone == dns.name.root:
+                raise WalkError('the resolvers (%s) know no NS set for %s or any zone above it' % (
+                    ', '.join(s.endpoint() for s in self.resolvers), name_to_text(qname)))
+            zone = zone.parent()
+        ns_names = sorted(set(rd.target for rd in ns_rrset))
+        servers, unresolved = [], []
+        for ns_name in ns_names:
+            addresses = self._addresses(ns_name)
+            if not addresses:
+                unresolved.append(name_to_text(ns_name))
+            for address in sorted(set(addresses)):
+                servers.append(Server(address, self.port, name_to_text(ns_name), 'authoritative'))
+        if not servers:
+            raise WalkError('the resolvers (%s) name %s as the nameservers of %s but give none of them an address' % (
+                ', '.join(s.endpoint() for s in self.resolvers), ', '.join(unresolved), name_to_text(zone) or '.'))
+        zone_text = name_to_text(zone) or '.'
+        return WalkResult(zone, [name_to_text(n) for n in ns_names], servers, [zone_text])

@@ -269,7 +269,6 @@ class ProxyConfigWaiter:
         self.k8s = reader
         self.reader = ProxyConfigReader(params, reader, exec_config_dump)
         self.progress = progress
-        self._last_progress = None
 
     def check(self, remaining=None):
         del remaining
@@ -303,31 +302,15 @@ class ProxyConfigWaiter:
                 result['unmet'].extend(_proxy_config.unmet_expectations(proxy, params['expect']))
         return ('retry' if result['unmet'] else 'ok'), result
 
-    def _report(self, elapsed, result):
-        interval = self.params['progress_interval']
-        if not self.progress or not interval or elapsed < interval:
-            return
-        if self._last_progress is not None and elapsed - self._last_progress < interval:
-            return
-        self._last_progress = elapsed
+    @staticmethod
+    def _waiting_for(result):
         waiting = result.get('unmet') or ([result['error']] if result.get('error') else [])
-        self.progress('waiting %ds of %ds for the pushed configuration: %s' % (
-            elapsed, self.params['timeout'], '; '.join(waiting[:3]) + (' ...' if len(waiting) > 3 else '')))
+        return 'the pushed configuration: %s' % ('; '.join(waiting[:3]) + (' ...' if len(waiting) > 3 else ''))
 
     def run(self, clock=time.monotonic, sleep=time.sleep):
-        start = clock()
-        last = {}
-
-        def check(remaining):
-            status, result = self.check(remaining)
-            last.clear()
-            last.update(result)
-            self._report(clock() - start, result)
-            return status, result
-
         # Without expectations, one read (retried only while istiod or the API server cannot be reached).
-        backoff = _wait.Backoff(self.params['initial_sleep'], self.params['backoff_factor'], self.params['max_sleep'])
-        outcome = _wait.wait_until(check, self.params['timeout'], backoff, clock=clock, sleep=sleep)
+        outcome, last = _wait.wait_with_progress(self.check, self.params, self.progress, self._waiting_for,
+                                                 clock=clock, sleep=sleep)
         proxies = last.get('proxies', [])
         result = dict(changed=False, proxies=proxies, skipped=last.get('skipped', []), unmet=last.get('unmet', []),
                       problems=['%s/%s: %s' % (p['namespace'], p['name'], text)

@@ -59,6 +59,7 @@ class Reader:
     def __init__(self, api_client, request_timeout=10):
         self.api = api_client
         self.timeout = request_timeout
+        self._served = {}
 
     def _call(self, method, path, query=None, body=None):
         headers = {'Accept': 'application/json'}
@@ -115,6 +116,51 @@ class Reader:
 
     def version(self):
         return self._call('GET', '/version')
+
+    def served_kinds(self, api_version):
+        """``{kind: (path prefix, plural, namespaced)}`` of what the API server serves
+        for ``api_version`` (``v1`` or ``<group>/<version>``), read from its discovery
+        document once per reader; ``{}`` when it serves none (a CRD not installed)."""
+        cache = self._served
+        if api_version not in cache:
+            prefix = '/api/v1' if api_version == 'v1' else '/apis/' + api_version.strip('/')
+            try:
+                resources = self._call('GET', prefix).get('resources') or []
+            except _k8s.ApiException as exc:
+                if exc.status != 404:
+                    raise
+                resources = []
+            cache[api_version] = dict((r.get('kind'), (prefix, r.get('name'), bool(r.get('namespaced'))))
+                                      for r in resources if '/' not in (r.get('name') or '/'))
+        return cache[api_version]
+
+    def read_objects(self, query):
+        """One query of preflight_info's ``objects``: the matching objects, and
+        whether the API server serves the kind at all."""
+        served = self.served_kinds(query['api_version']).get(query['kind'])
+        if served is None:
+            return dict(served=False, resources=[])
+        prefix, plural, namespaced = served
+        path = prefix
+        if namespaced and query.get('namespace'):
+            path += '/namespaces/%s' % query['namespace']
+        path += '/' + plural
+        selector = ','.join(query.get('label_selectors') or [])
+        if query.get('name') and not selector:
+            try:
+                return dict(served=True, resources=[self._call('GET', path + '/' + query['name'])])
+            except _k8s.ApiException as exc:
+                if exc.status == 404:
+                    return dict(served=True, resources=[])
+                raise
+        params = [('labelSelector', selector)] if selector else []
+        if query.get('name'):  # a name and labels: the object only if its labels match
+            params.append(('fieldSelector', 'metadata.name=%s' % query['name']))
+        items = self._call('GET', path, params).get('items') or []
+        kind_version = dict(apiVersion=query['api_version'], kind=query['kind'])
+        # The items of a built-in kind's list carry no apiVersion and kind (the list
+        # does); give every object both, as kubernetes.core.k8s_info does.
+        return dict(served=True, resources=[dict(kind_version, **item) for item in items])
 
     def dry_run_create(self, manifest):
         """Server-side dry-run create: ``(accepted, message)``."""
@@ -306,12 +352,23 @@ def pod_summary(pod):
         'containers': regular + native,
         'native_sidecars': native,
         'ready_containers': sum(1 for s in statuses if s.get('ready')),
+        'terminated': [s.get('name') for s in statuses if (s.get('state') or {}).get('terminated')],
         'waiting': waiting,
     }
 
 
-def pods_state(pods, containers=(), absent_containers=(), min_pods=1):
-    """``(ready, detail, problems)`` for a set of pod summaries; terminating pods are ignored."""
+FINISHED_PHASES = ('Succeeded', 'Failed')
+
+
+def pods_state(pods, containers=(), absent_containers=(), min_pods=1, terminated_containers=()):
+    """``(ready, detail, problems)`` for a set of pod summaries; terminating pods are ignored.
+
+    With ``terminated_containers``, a pod is done when those containers have
+    terminated or the pod has ended (phase Succeeded or Failed: a deadline,
+    an eviction) instead of when it is Ready: a client pod that runs once,
+    whose sidecar may keep running after it. Whether it succeeded is for the
+    caller to judge."""
+    finished = bool(terminated_containers)
     live = [p for p in pods if not p['terminating']]
     problems = []
     for pod in live:
@@ -322,13 +379,17 @@ def pods_state(pods, containers=(), absent_containers=(), min_pods=1):
             reasons.append('no %s container' % ', '.join(missing))
         if extra:
             reasons.append('has %s' % ', '.join(extra))
-        if not pod['ready']:
+        running = [c for c in terminated_containers if c not in pod['terminated']]
+        if finished and running and pod['phase'] not in FINISHED_PHASES:
+            reasons.append('%s not terminated (phase %s%s)' % (
+                ', '.join(running), pod['phase'], '; ' + ', '.join(pod['waiting']) if pod['waiting'] else ''))
+        elif not finished and not pod['ready']:
             reasons.append('not Ready (%d/%d containers ready, phase %s%s)' % (
                 pod['ready_containers'], len(pod['containers']), pod['phase'],
                 '; ' + ', '.join(pod['waiting']) if pod['waiting'] else ''))
         if reasons:
             problems.append('pod %s: %s' % (pod['name'], '; '.join(reasons)))
-    detail = '%d/%d pods ok' % (len(live) - len(problems), len(live))
+    detail = '%d/%d pods %s' % (len(live) - len(problems), len(live), 'finished' if finished else 'ok')
     if len(live) < min_pods:
         problems.append('%d pod(s), at least %d expected' % (len(live), min_pods))
     return not problems, detail, problems
@@ -394,6 +455,7 @@ POD_CHECK_SPEC = dict(
     containers=dict(type='list', elements='str', default=[]),
     absent_containers=dict(type='list', elements='str', default=[]),
     min_pods=dict(type='int', default=1),
+    terminated_containers=dict(type='list', elements='str', default=[]),
 )
 WAIT_FOR_READY_SPEC = dict(
     resources=dict(type='list', elements='dict', default=[], options=RESOURCE_SPEC,
@@ -445,7 +507,6 @@ class ReadyWaiter:
         self.progress = progress
         self.clock = clock
         self.sleep = sleep
-        self._last_progress = None
 
     def _check_resource(self, res):
         kind = res['kind']
@@ -487,7 +548,7 @@ class ReadyWaiter:
                     'Pod', check['namespace'], ','.join(check.get('label_selectors') or []))]
                 found.sort(key=lambda p: p['name'])
                 ok, dummy, problems = pods_state(found, check['containers'], check['absent_containers'],
-                                                 check['min_pods'])
+                                                 check['min_pods'], check['terminated_containers'])
                 pods.extend(found)
                 if not ok:
                     pending.extend(problems)
@@ -502,17 +563,11 @@ class ReadyWaiter:
         result = dict(resources=resources, pods=pods, pending=pending)
         return ('retry' if pending else 'ok'), result
 
-    def _report(self, elapsed, result):
-        """Progress for the in-process path: one line every progress_interval seconds."""
-        interval = self.params['progress_interval']
-        if not self.progress or not interval or elapsed < interval:
-            return
-        if self._last_progress is not None and elapsed - self._last_progress < interval:
-            return
-        self._last_progress = elapsed
+    @staticmethod
+    def _waiting_for(result):
+        """Progress for the in-process path: what is still awaited."""
         waiting = result.get('pending') or ([result['error']] if result.get('error') else [])
-        self.progress('waiting %ds of %ds for %d item(s): %s' % (
-            elapsed, self.params['timeout'], len(waiting), '; '.join(waiting[:4]) + (' ...' if len(waiting) > 4 else '')))
+        return '%d item(s): %s' % (len(waiting), '; '.join(waiting[:4]) + (' ...' if len(waiting) > 4 else ''))
 
     def _events(self):
         namespaces = sorted({r['namespace'] for r in self.params['resources'] if r.get('namespace')}
@@ -534,22 +589,8 @@ class ReadyWaiter:
     def run(self):
         from ansible_collections.servicemesh.istio.plugins.module_utils import _wait  # pylint: disable=import-outside-toplevel
         import time  # pylint: disable=import-outside-toplevel
-        clock = self.clock or time.monotonic
-        sleep = self.sleep or time.sleep
-        start = clock()
-        last = {}
-
-        def check(remaining):
-            status, result = self.check(remaining)
-            # The latest attempt only: an error of an earlier attempt (an API
-            # outage) must not colour what the last one saw.
-            last.clear()
-            last.update(result)
-            self._report(clock() - start, result)
-            return status, result
-
-        backoff = _wait.Backoff(self.params['initial_sleep'], self.params['backoff_factor'], self.params['max_sleep'])
-        outcome = _wait.wait_until(check, self.params['timeout'], backoff, clock=clock, sleep=sleep)
+        outcome, last = _wait.wait_with_progress(self.check, self.params, self.progress, self._waiting_for,
+                                                 clock=self.clock or time.monotonic, sleep=self.sleep or time.sleep)
         result = dict(changed=False, resources=last.get('resources', []), pods=last.get('pods', []),
                       pending=last.get('pending', []), elapsed=round(outcome.elapsed, 2), attempts=outcome.attempts)
         if outcome.success:
@@ -575,9 +616,18 @@ class ReadyWaiter:
 # preflight_info
 # --------------------------------------------------------------------------
 
+OBJECTS_QUERY_SPEC = dict(
+    api_version=dict(type='str', required=True),
+    kind=dict(type='str', required=True),
+    namespace=dict(type='str'),
+    name=dict(type='str'),
+    label_selectors=dict(type='list', elements='str', default=[]),
+)
+
 PREFLIGHT_INFO_SPEC = dict(
     nodes=dict(type='bool', default=True),
     dry_run_create=dict(type='list', elements='dict', default=[]),
+    objects=dict(type='list', elements='dict', default=[], options=OBJECTS_QUERY_SPEC),
     helm_binary=dict(type='str'),
     chart_repo=dict(type='str'),
     charts=dict(type='list', elements='str', default=[]),
@@ -641,6 +691,12 @@ def gather_preflight(params, reader, run_command, open_url):
             accepted, message = reader.dry_run_create(manifest)
             result['dry_run'].append(dict(kind=manifest.get('kind'), name=meta.get('name', ''),
                                           namespace=meta.get('namespace', ''), accepted=accepted, message=message))
+        result['objects'] = []
+        for query in params.get('objects') or []:
+            found = reader.read_objects(query)
+            result['objects'].append(dict(api_version=query['api_version'], kind=query['kind'],
+                                          namespace=query.get('namespace') or '', name=query.get('name') or '',
+                                          label_selectors=list(query.get('label_selectors') or []), **found))
     if params.get('helm_binary'):
         try:
             rc, out, err = run_command([params['helm_binary'], 'version', '--short'])
@@ -693,7 +749,8 @@ def run_wait_for_ready(params, progress=None):
 def run_preflight_info(params, run_command, open_url):
     """The preflight_info module's whole logic: its result dict."""
     reader = None
-    if params['nodes'] or params['dry_run_create'] or not (params.get('helm_binary') or params.get('chart_repo')):
+    if (params['nodes'] or params['dry_run_create'] or params.get('objects')
+            or not (params.get('helm_binary') or params.get('chart_repo'))):
         client, failure = _client_or_error(params)
         if failure:
             return failure

@@ -97,6 +97,37 @@ def wait_until(check, timeout, backoff, clock=time.monotonic, sleep=time.sleep):
             sleep(pause)
 
 
+def wait_with_progress(check, params, progress=None, waiting_for=None, clock=time.monotonic, sleep=time.sleep):
+    """``wait_until`` with the shared wait options in ``params`` (``timeout``,
+    ``initial_sleep``, ``backoff_factor``, ``max_sleep``), for the modules that
+    wait on the Kubernetes API. Returns ``(outcome, last)``: ``last`` is the
+    result of the latest attempt only, so that an error of an earlier attempt
+    (an API outage) does not colour what the last one saw.
+
+    With ``progress`` (a callable taking a line) and ``params['progress_interval']``
+    above 0, a line ``waiting <elapsed>s of <timeout>s for <what>`` is given
+    at most once per interval, the first after one interval; ``waiting_for(result)``
+    says what is still awaited in the latest attempt's result."""
+    start = clock()
+    last = {}
+    interval = params.get('progress_interval') or 0
+    said = [None]
+
+    def attempt(remaining):
+        status, result = check(remaining)
+        last.clear()
+        last.update(result)
+        elapsed = clock() - start
+        if (progress and waiting_for and interval and elapsed >= interval
+                and (said[0] is None or elapsed - said[0] >= interval)):
+            said[0] = elapsed
+            progress('waiting %ds of %ds for %s' % (elapsed, params['timeout'], waiting_for(result)))
+        return status, result
+
+    backoff = Backoff(params['initial_sleep'], params['backoff_factor'], params['max_sleep'])
+    return wait_until(attempt, params['timeout'], backoff, clock=clock, sleep=sleep), last
+
+
 # The options documented by the doc fragment servicemesh.istio.wait.
 WAIT_ARGUMENT_SPEC = dict(
     timeout=dict(type='float', default=300),

@@ -19,15 +19,8 @@ description:
   - The module only reads; it never reports a change.
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-    details:
-      - The module only reads and behaves the same in check mode.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+  - ansible.builtin.action_common_attributes.flow
+  - servicemesh.istio.connection
 author:
   - servicemesh.istio contributors (@servicemesh-istio)
 requirements:

@@ -27,23 +27,12 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.flow
   - kubernetes.core.k8s_auth_options
+  - servicemesh.istio.connection
 attributes:
-  action:
-    support: full
   async:
     support: full
     details:
       - An async task always runs as a module.
-  bypass_host_loop:
-    support: none
-  check_mode:
-    support: full
-    details:
-      - The module only reads and behaves the same in check mode.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
 author:
   - servicemesh.istio contributors (@servicemesh-istio)
 options:
@@ -59,6 +48,38 @@ options:
     type: list
     elements: dict
     default: []
+  objects:
+    description:
+      - Objects to read, of any kind the API server serves, each by C(api_version) and C(kind), in C(namespace) (all
+        namespaces when empty), and by C(name) or C(label_selectors) (all objects of the kind when neither). One task
+        reads them all, where M(kubernetes.core.k8s_info) costs a module run per kind.
+      - A kind the API server does not serve (its CRD is not installed) reads as no object, with C(served=false).
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      api_version:
+        description: C(v1) or C(<group>/<version>), for example C(networking.istio.io/v1).
+        type: str
+        required: true
+      kind:
+        description: The kind, for example C(VirtualService).
+        type: str
+        required: true
+      namespace:
+        description: The namespace (ignored for a kind that is not namespaced).
+        type: str
+      name:
+        description: The object's name.
+        type: str
+      label_selectors:
+        description:
+          - Label selectors, all of which must match (written as M(kubernetes.core.k8s_info) takes them).
+          - With C(name), the object is read only if its labels match (M(kubernetes.core.k8s_info) ignores them when
+            given a name).
+        type: list
+        elements: str
+        default: []
   helm_binary:
     description: Path or name of the Helm binary whose version to read.
     type: str
@@ -80,7 +101,8 @@ options:
 notes:
   - Needs the C(kubernetes) Python library on the host that runs it, unless it only reads Helm and the chart
     repository (O(nodes=false), no O(dry_run_create), and O(helm_binary) or O(chart_repo) given).
-  - The Kubernetes API server is asked only when O(nodes) or O(dry_run_create) is set, or nothing else is asked.
+  - The Kubernetes API server is asked only when O(nodes), O(dry_run_create) or O(objects) is set, or nothing else is
+    asked.
 seealso:
   - module: servicemesh.istio.wait_for_ready
   - module: kubernetes.core.k8s_cluster_info
@@ -99,6 +121,14 @@ EXAMPLES = r"""
         metadata: {name: preflight-lb, namespace: default}
         spec: {type: LoadBalancer, ports: [{port: 80}]}
   register: pre
+
+- name: Read a Service and every VirtualService in one task
+  servicemesh.istio.preflight_info:
+    nodes: false
+    objects:
+      - {api_version: v1, kind: Service, namespace: default, name: reviews}
+      - {api_version: networking.istio.io/v1, kind: VirtualService}
+  register: found
 
 - name: Refuse a cluster with fewer than two Ready nodes
   ansible.builtin.assert:
@@ -166,6 +196,36 @@ dry_run:
     message:
       description: C(accepted), C(exists already), or the API server's refusal.
       type: str
+objects:
+  description: One entry per O(objects) query, in the order given.
+  returned: when the API server is asked
+  type: list
+  elements: dict
+  contains:
+    api_version:
+      description: As given.
+      type: str
+    kind:
+      description: As given.
+      type: str
+    namespace:
+      description: As given (empty for all namespaces).
+      type: str
+    name:
+      description: As given (empty when not given).
+      type: str
+    label_selectors:
+      description: As given.
+      type: list
+      elements: str
+    served:
+      description: Whether the API server serves the kind.
+      type: bool
+    resources:
+      description: The objects found, each with its C(apiVersion) and C(kind), as M(kubernetes.core.k8s_info) returns
+        them.
+      type: list
+      elements: dict
 helm:
   description: The Helm binary.
   returned: when O(helm_binary) is given

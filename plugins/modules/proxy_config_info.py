@@ -41,23 +41,12 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes.flow
   - servicemesh.istio.wait
   - kubernetes.core.k8s_auth_options
+  - servicemesh.istio.connection
 attributes:
-  action:
-    support: full
   async:
     support: full
     details:
       - An async task always runs as a module.
-  bypass_host_loop:
-    support: none
-  check_mode:
-    support: full
-    details:
-      - The module only reads and behaves the same in check mode.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
 author:
   - servicemesh.istio contributors (@servicemesh-istio)
 requirements:

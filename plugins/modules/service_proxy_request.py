@@ -25,21 +25,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.flow
   - kubernetes.core.k8s_auth_options
-attributes:
-  action:
-    support: none
-  async:
-    support: full
-  bypass_host_loop:
-    support: none
-  check_mode:
-    support: full
-    details:
-      - The module only reads and behaves the same in check mode.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+  - servicemesh.istio.connection
 requirements:
   - kubernetes >= 29.0.0
 author:

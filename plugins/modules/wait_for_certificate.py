@@ -28,17 +28,10 @@ description:
   - The module only reads; it never reports a change.
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
   - servicemesh.istio.wait
   - kubernetes.core.k8s_auth_options
-attributes:
-  check_mode:
-    support: full
-    details:
-      - The module only reads and behaves the same in check mode.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+  - servicemesh.istio.connection
 author:
   - servicemesh.istio contributors (@servicemesh-istio)
 options:

@@ -11,10 +11,13 @@ version_added: 0.1.0
 description:
   - Waits until O(name) resolves to O(values) on the zone's authoritative nameservers and/or on given resolvers,
     for example until the DNS record of the Istio ingress gateway's load balancer IP is published.
-  - The authoritative nameservers are found by walking the delegation from the root servers (or from
-    O(start_servers)) down to the zone that holds O(name), the way a resolver out on the internet does. The
-    nameservers of the zone are those named by the parent's delegation together with the zone's own NS records,
-    and every address of every one of them is asked, because resolvers will see whatever any of them serves.
+  - The authoritative nameservers of the zone that holds O(name) are found as O(nameserver_discovery) says, by
+    default by asking the host's configured resolver for the zone's NS set and their addresses (as community.dns's
+    modules do; a controller that may only use an internal resolver can), or by walking the delegation from the
+    root servers (or from O(start_servers)) down to the zone, the way a resolver out on the internet does, where
+    the nameservers of the zone are those named by the parent's delegation together with the zone's own NS
+    records. Either way every address of every nameserver is then asked directly, because resolvers will see
+    whatever any of them serves.
   - Polls with a capped exponential back-off until O(timeout) seconds have passed on a monotonic clock.
   - 'On success it returns each server''s answer and TTL and the time it took. On failure the message says what was
     expected and what each server answered, for example: istio.example.com A: 203.0.113.9 expected,
@@ -100,9 +103,40 @@ options:
           - UDP/TCP port of the resolver.
         type: int
         default: 53
+  nameserver_discovery:
+    description:
+      - How the authoritative nameservers are found, with O(authoritative=true).
+      - V(resolver) - ask recursive resolvers (O(discovery_resolvers), by default those of the host's
+        C(/etc/resolv.conf)) for the NS set of the closest zone above O(name) and for the nameservers' addresses.
+        A split-horizon resolver gives its own view of the zone here.
+      - V(walk) - walk the delegation from the root servers, or from O(start_servers), without any resolver.
+      - V(auto) - V(walk) when O(start_servers) is given, else V(resolver).
+    type: str
+    choices: [auto, resolver, walk]
+    default: auto
+    version_added: 0.2.0
+  discovery_resolvers:
+    description:
+      - Resolvers for O(nameserver_discovery=resolver), instead of the host's configured ones.
+      - Only the zone's NS set and the nameservers' addresses are asked of them; the record itself is asked of
+        the nameservers (and of O(resolvers)).
+    type: list
+    elements: dict
+    version_added: 0.2.0
+    suboptions:
+      host:
+        description:
+          - IP address of the resolver.
+        type: str
+        required: true
+      port:
+        description:
+          - UDP/TCP port of the resolver.
+        type: int
+        default: 53
   start_servers:
     description:
-      - Servers the delegation walk starts from, instead of the root servers.
+      - Servers the delegation walk starts from, instead of the root servers (O(nameserver_discovery=walk)).
       - Useful for a private DNS tree, a split-horizon setup or tests; each server keeps its own port, while the
         nameservers discovered by the walk are asked on O(port).
       - The start servers are expected to serve the root zone or a zone above O(name); their referrals are followed.
@@ -215,19 +249,19 @@ values:
   elements: str
   sample: [203.0.113.9]
 zone:
-  description: The zone holding O(name), as found by the delegation walk.
-  returned: when O(authoritative=true) and the walk succeeded
+  description: The zone holding O(name), as found by the nameserver discovery (resolver or delegation walk).
+  returned: when O(authoritative=true) and the discovery succeeded
   type: str
   sample: example.com
 nameservers:
   description: The NS names of that zone (the parent's delegation and the zone's own NS records).
-  returned: when O(authoritative=true) and the walk succeeded
+  returned: when O(authoritative=true) and the discovery succeeded
   type: list
   elements: str
   sample: [ns1.example.com, ns2.example.com]
 delegation_path:
-  description: The zones the walk went through, from the top down.
-  returned: when O(authoritative=true) and the walk succeeded
+  description: The zones the walk went through, from the top down (only the zone with O(nameserver_discovery=resolver)).
+  returned: when O(authoritative=true) and the discovery succeeded
   type: list
   elements: str
   sample: [com, example.com]
@@ -290,8 +324,8 @@ servers:
       type: str
       sample: says 203.0.113.9
 walk_error:
-  description: Why the delegation walk failed in the last attempt.
-  returned: on failure, when the walk failed
+  description: Why the nameserver discovery (resolver or delegation walk) failed in the last attempt.
+  returned: on failure, when the discovery failed
   type: str
   sample: "no server answered istio.example.com NS: 192.0.2.1:53 unreachable (Connection refused)"
 elapsed:
@@ -365,6 +399,20 @@ class DnsWaiter:
             module.fail_json(msg='max_sleep (%r) must not be smaller than initial_sleep (%r)' % (
                 params['max_sleep'], params['initial_sleep']))
         self.start_servers = start
+        self.discovery = params['nameserver_discovery']
+        if self.discovery == 'auto':
+            self.discovery = 'walk' if params['start_servers'] else 'resolver'
+        if self.discovery == 'resolver' and params['start_servers']:
+            module.fail_json(msg='start_servers are where the delegation walk starts; with '
+                                 'nameserver_discovery=resolver give discovery_resolvers instead')
+        self.discovery_resolvers = []
+        if self.discovery == 'resolver' and params['authoritative']:
+            self.discovery_resolvers = (_servers_from_option(module, 'discovery_resolvers', 'discovery')
+                                        or _dns.configured_resolvers())
+            if not self.discovery_resolvers:
+                module.fail_json(msg='nameserver_discovery=resolver, but this host has no resolver configured '
+                                     '(no nameserver line in /etc/resolv.conf): give discovery_resolvers, or walk '
+                                     'the delegation from the root servers with nameserver_discovery=walk')
         self.authoritative = params['authoritative']
         self.port = params['port']
         self.ipv6 = params['ipv6']
@@ -387,8 +435,12 @@ class DnsWaiter:
         state = {'servers': [], 'walk': None, 'walk_error': None, 'walk_unreachable': False}
         servers = []
         if self.authoritative:
-            walker = _dns.DelegationWalker(self.start_servers, port=self.port,
-                                           timeout=self._query_timeout, ipv6=self.ipv6)
+            if self.discovery == 'resolver':
+                walker = _dns.ResolverDiscovery(self.discovery_resolvers, port=self.port,
+                                                timeout=self._query_timeout, ipv6=self.ipv6)
+            else:
+                walker = _dns.DelegationWalker(self.start_servers, port=self.port,
+                                               timeout=self._query_timeout, ipv6=self.ipv6)
             try:
                 walk = walker.walk(self.qname)
             except _dns.WalkError as exc:
@@ -422,7 +474,8 @@ class DnsWaiter:
     def describe(self, state):
         text = _dns.describe_answers(self.name_text, self.rdtype, self.expected, self.match, state['servers'])
         if state['walk_error'] is not None:
-            text += '; delegation walk failed: %s' % state['walk_error']
+            text += '; %s failed: %s' % (
+                'nameserver discovery' if self.discovery == 'resolver' else 'delegation walk', state['walk_error'])
         return text
 
     def run(self):
@@ -469,6 +522,8 @@ def main():
             authoritative=dict(type='bool', default=True),
             resolvers=dict(type='list', elements='dict', options=SERVER_SPEC),
             start_servers=dict(type='list', elements='dict', options=SERVER_SPEC),
+            nameserver_discovery=dict(type='str', default='auto', choices=['auto', 'resolver', 'walk']),
+            discovery_resolvers=dict(type='list', elements='dict', options=SERVER_SPEC),
             port=dict(type='int', default=53),
             ipv6=dict(type='bool', default=False),
             fail_on=dict(type='list', elements='str', default=[], choices=sorted(_dns.FAIL_ON_CHOICES)),

@@ -33,23 +33,12 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes.flow
   - servicemesh.istio.wait
   - kubernetes.core.k8s_auth_options
+  - servicemesh.istio.connection
 attributes:
-  action:
-    support: full
   async:
     support: full
     details:
       - An async task always runs as a module.
-  bypass_host_loop:
-    support: none
-  check_mode:
-    support: full
-    details:
-      - The module only reads and behaves the same in check mode.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
 author:
   - servicemesh.istio contributors (@servicemesh-istio)
 options:
@@ -119,6 +108,16 @@ options:
         description: How many pods must exist at least.
         type: int
         default: 1
+      terminated_containers:
+        description:
+          - Instead of until every pod is C(Ready), wait until these containers of every pod have terminated, or the
+            pod has ended (phase C(Succeeded) or C(Failed), for example by its deadline). For pods that run once, such
+            as a test client with C(restartPolicy=Never) whose sidecar keeps running after it.
+          - Whether they succeeded is not judged here; read the pods' status afterwards.
+        type: list
+        elements: str
+        default: []
+        version_added: 0.2.0
   events:
     description: How many of the latest events per namespace the failure message quotes (V(0) for none).
     type: int
@@ -242,6 +241,11 @@ pods:
       description: Waiting or terminated reasons per container, for example C(istio-proxy CrashLoopBackOff).
       type: list
       elements: str
+    terminated:
+      description: Its containers that have terminated.
+      type: list
+      elements: str
+      version_added: 0.2.0
 pending:
   description: What was not ready at the last attempt, in words (empty on success).
   returned: always

@@ -33,6 +33,7 @@ ALLOWED = {
     ("preflight_info", "client_key"): "a path to a key file (kubernetes.core's spec: no_log False)",
     ("proxy_config_info", "client_key"): "a path to a key file (kubernetes.core's spec: no_log False)",
     ("service_proxy_request", "client_key"): "a path to a key file (kubernetes.core's spec: no_log False)",
+    ("run_lock", "client_key"): "a path to a key file (kubernetes.core's spec: no_log False)",
 }
 
 

@@ -207,12 +207,15 @@ class KnotServer:
 
 
 class DnsmasqServer:
-    """dnsmasq as a resolver that knows a few host records and nothing else."""
+    """dnsmasq as a resolver that knows a few host records and, with
+    ``forward`` ({domain: (address, port)}), sends the queries for a domain to
+    that server (like a corporate resolver that forwards an internal zone)."""
 
-    def __init__(self, workdir, address, port, records):
+    def __init__(self, workdir, address, port, records, forward=None):
         self.address = address
         self.port = port
         self.records = records
+        self.forward = forward or {}
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.proc = None
@@ -223,6 +226,8 @@ class DnsmasqServer:
                 '--pid-file=', '--conf-file=/dev/null', '--log-facility=-', '--user=root']
         for name, address in self.records:
             args.append('--host-record=%s,%s' % (name, address))
+        for domain, (address, port) in sorted(self.forward.items()):
+            args.append('--server=/%s/%s#%d' % (domain, address, port))
         self.log = open(self.dir / 'dnsmasq.log', 'wb')
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
         wait_for_port(self.address, self.port)
@@ -281,8 +286,8 @@ class DnsLab:
         ns2 = self.knot('ns2', self.ns2_addr, {'mesh.example.': self.child_zone(ns2_records, addrs=addrs)})
         return parent, ns1, ns2
 
-    def dnsmasq(self, records):
-        server = DnsmasqServer(self.tmp / 'dnsmasq', self.resolver_addr, self.port, records).start()
+    def dnsmasq(self, records, forward=None):
+        server = DnsmasqServer(self.tmp / 'dnsmasq', self.resolver_addr, self.port, records, forward).start()
         self.servers.append(server)
         return server
 

@@ -134,6 +134,37 @@ def test_pods_state_names_each_problem_and_ignores_terminating_pods():
     assert _ready.pods_state([], min_pods=0)[0] is True
 
 
+def _run_once_pod(name, phase, client_state, proxy=True):
+    """A client pod (restartPolicy Never) whose container "client" is in client_state."""
+    state = {'reason': 'Completed'} if client_state == 'terminated' else {}
+    statuses = [dict(name='client', ready=False, state={client_state: state})]
+    containers = [dict(name='client')]
+    if proxy:
+        containers.append(dict(name='istio-proxy'))
+        statuses.append(dict(name='istio-proxy', ready=True, state={'running': {}}))
+    return dict(metadata=dict(name=name, namespace='ns'), spec=dict(containers=containers),
+                status=dict(phase=phase, containerStatuses=statuses,
+                            conditions=[dict(type='Ready', status='False')]))
+
+
+def test_terminated_containers_wait_for_the_client_not_for_readiness():
+    done_with_sidecar = _ready.pod_summary(_run_once_pod('a', 'Running', 'terminated'))
+    still_running = _ready.pod_summary(_run_once_pod('b', 'Running', 'running'))
+    ended_by_deadline = _ready.pod_summary(_run_once_pod('c', 'Failed', 'running', proxy=False))
+    assert done_with_sidecar['terminated'] == ['client'] and still_running['terminated'] == []
+    # The client has exited while its sidecar runs on: finished, though never Ready.
+    ok, detail, problems = _ready.pods_state([done_with_sidecar, ended_by_deadline], terminated_containers=['client'])
+    assert ok and detail == '2/2 pods finished' and problems == []
+    ok, detail, problems = _ready.pods_state([done_with_sidecar, still_running], terminated_containers=['client'],
+                                             min_pods=2)
+    assert not ok and detail == '1/2 pods finished'
+    assert problems == ['pod b: client not terminated (phase Running)']
+    # Without terminated_containers the same pods are judged on readiness.
+    assert not _ready.pods_state([done_with_sidecar])[0]
+    assert _ready.pods_state([done_with_sidecar], terminated_containers=['client'], min_pods=2)[2] == [
+        '1 pod(s), at least 2 expected']
+
+
 def test_events_are_latest_first_filtered_by_name():
     events = [dict(involvedObject=dict(kind='Pod', name='web-1'), reason='Pulled', message='ok',
                    lastTimestamp='2026-11-27T10:00:02Z'),
@@ -337,6 +368,9 @@ def _refused():
 
     import urllib3
 
+    # As in a real run, where the reader's client imported it: transport_errors()
+    # knows urllib3's exceptions once the kubernetes library is loaded.
+    assert _k8s.import_kubernetes() is None
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', 0))
         port = sock.getsockname()[1]  # bound, not listening: connections are refused

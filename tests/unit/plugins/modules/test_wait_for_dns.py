@@ -169,6 +169,65 @@ def test_resolvers_only_with_dnsmasq(dns_lab, run_module):
         dns_lab.resolver_addr, dns_lab.port) in result['msg']
 
 
+def _forwarding_resolver(dns_lab):
+    """dnsmasq forwarding mesh.example to ns1, as a corporate resolver forwards
+    an internal zone; it knows nothing else (no root servers are reachable)."""
+    dns_lab.dnsmasq([], forward={'mesh.example': (dns_lab.ns1_addr, dns_lab.port)})
+    return [{'host': dns_lab.resolver_addr, 'port': dns_lab.port}]
+
+
+def test_nameservers_found_through_the_resolver_are_asked_directly(dns_lab, run_module):
+    dns_lab.start_tree('istio IN A 203.0.113.9')
+    discovery = _forwarding_resolver(dns_lab)
+    result = run_module(wait_for_dns.main, _args(dns_lab, start_servers=None, discovery_resolvers=discovery))
+    assert not result.failed, result['msg']
+    assert result['zone'] == 'mesh.example' and result['delegation_path'] == ['mesh.example']
+    assert result['nameservers'] == ['ns1.mesh.example', 'ns2.mesh.example']
+    # The record is asked of each nameserver itself, not of the resolver.
+    assert sorted((s['server'], s['address'], s['source']) for s in result['servers']) == [
+        ('ns1.mesh.example', dns_lab.ns1_addr, 'authoritative'),
+        ('ns2.mesh.example', dns_lab.ns2_addr, 'authoritative')]
+
+
+def test_a_nameserver_behind_the_resolver_that_disagrees_is_named(dns_lab, run_module):
+    # The resolver forwards to ns1, which has the record; ns2 lags behind.
+    dns_lab.start_tree('istio IN A 203.0.113.9', ns2_records='istio IN A 198.51.100.4')
+    discovery = _forwarding_resolver(dns_lab)
+    result = run_module(wait_for_dns.main, _args(dns_lab, start_servers=None, discovery_resolvers=discovery,
+                                                 timeout=0.5))
+    assert result.failed
+    assert 'ns2.mesh.example (%s:%d) says 198.51.100.4' % (dns_lab.ns2_addr, dns_lab.port) in result['msg']
+    assert 'nameserver discovery failed' not in result['msg']
+
+
+def test_a_resolver_that_cannot_be_reached_fails_the_discovery_with_its_name(dns_lab, run_module):
+    unreachable = [{'host': dns_lab.unused_addr, 'port': dns_lab.port}]
+    result = run_module(wait_for_dns.main, _args(dns_lab, start_servers=None, discovery_resolvers=unreachable,
+                                                 fail_on=['unreachable'], timeout=30))
+    assert result.failed
+    assert 'nameserver discovery failed: no resolver answered istio.mesh.example NS: %s:%d unreachable' % (
+        dns_lab.unused_addr, dns_lab.port) in result['msg']
+
+
+def test_the_hosts_resolvers_come_from_resolv_conf(tmp_path):
+    from ansible_collections.servicemesh.istio.plugins.module_utils import _dns
+
+    conf = tmp_path / 'resolv.conf'
+    conf.write_text('# a comment\nsearch example\nnameserver 192.0.2.53\nnameserver fe80::1%eth0 ; link-local\n'
+                    'nameserver not-an-address\noptions ndots:2\n')
+    assert [(s.address, s.port) for s in _dns.configured_resolvers(str(conf))] == [('192.0.2.53', 53), ('fe80::1', 53)]
+    assert _dns.configured_resolvers(str(tmp_path / 'missing')) == []
+
+
+def test_without_any_resolver_the_discovery_says_what_to_give(monkeypatch, run_module):
+    from ansible_collections.servicemesh.istio.plugins.module_utils import _dns
+
+    monkeypatch.setattr(_dns, 'configured_resolvers', lambda: [])
+    result = run_module(wait_for_dns.main, {'name': NAME, 'values': ['203.0.113.9'], 'timeout': 0})
+    assert result.failed and 'servers' not in result
+    assert 'this host has no resolver configured' in result['msg'] and 'nameserver_discovery=walk' in result['msg']
+
+
 def test_authoritative_and_resolver_together(dns_lab, run_module):
     dns_lab.start_tree('istio IN A 203.0.113.9')
     dns_lab.dnsmasq([(NAME, '198.51.100.4')])
@@ -218,6 +277,8 @@ def test_servfail_and_refused_have_their_own_messages(dns_lab, run_module):
     ({'resolvers': [{'host': 'dns.google'}]}, "resolvers host 'dns.google' is not an IP address"),
     ({'max_sleep': 0.1, 'initial_sleep': 1}, 'max_sleep (0.1) must not be smaller than initial_sleep (1'),
     ({'fail_on': ['bogus']}, 'value of fail_on must be one or more of'),
+    ({'nameserver_discovery': 'resolver'}, 'with nameserver_discovery=resolver give discovery_resolvers instead'),
+    ({'nameserver_discovery': 'bogus'}, 'value of nameserver_discovery must be one of'),
 ])
 def test_bad_input_is_rejected_before_any_query(run_module, args, message):
     base = {'name': NAME, 'values': ['203.0.113.9'],
