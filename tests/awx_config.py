@@ -51,28 +51,14 @@ def _init_loader() -> None:
         init_plugin_loader([])
 
 
-def _plain(value):
-    """Tagged Ansible containers and strings as plain Python values."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
-    if isinstance(value, str):
-        return str(value)
-    return value
-
-
 def render(overrides: dict | None = None) -> list[AwxTask]:
     """Every awx.awx call of the configure playbook, rendered with its vars
     files and ``overrides`` (extra variables: they win over the vars files)."""
     from ansible.parsing.dataloader import DataLoader
     from ansible.template import Templar, trust_as_template
+
+    # Tagged containers and strings as plain Python values, as the collection's filters make them.
+    from ansible_collections.servicemesh.istio.plugins.plugin_utils._data import plain
 
     _init_loader()
     loader = DataLoader()
@@ -93,7 +79,7 @@ def render(overrides: dict | None = None) -> list[AwxTask]:
         items = templar.template(task["loop"]) if "loop" in task else [None]
         for item in items:
             scoped = Templar(loader=loader, variables={**variables, "item": item}) if item is not None else templar
-            args = _plain(scoped.template(task[module]))
+            args = plain(scoped.template(task[module]))
             out.append(AwxTask(module.split(".")[-1], task["name"], args, no_log))
     return out
 
@@ -283,6 +269,8 @@ class JobRun:
     # refuse to launch from its UI; the API with prompts, or a disabled
     # survey, still reaches the playbook, which must refuse on its own).
     missing_answers: list
+    # What ansible-playbook printed (used with --list-tasks).
+    stdout: str = ""
 
     def total(self, key: str) -> int:
         return sum((self.stats or {}).get(key, {}).values())
@@ -395,10 +383,11 @@ class Controller:
         return env
 
     def launch(self, name: str, private: Path, answers: dict | None = None,
-               credential_inputs: dict | None = None) -> JobRun:
+               credential_inputs: dict | None = None, cmdline: str | None = None) -> JobRun:
         """Launch job template ``name`` with the survey's defaults and
         ``answers``; ``credential_inputs`` replaces inputs of the attached
-        credentials (by credential name), as editing the credential would."""
+        credentials (by credential name), as editing the credential would;
+        ``cmdline`` adds ansible-playbook options (``--list-tasks``)."""
         import ansible_runner
 
         jt = self.job_templates[name]
@@ -431,5 +420,6 @@ class Controller:
             limit=jt.get("limit") or None,
             quiet=True,
             timeout=1200,
+            cmdline=cmdline,
         )
-        return JobRun(run.status, run.rc, run.stats or {}, list(run.events), missing)
+        return JobRun(run.status, run.rc, run.stats or {}, list(run.events), missing, run.stdout.read())
