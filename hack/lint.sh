@@ -15,7 +15,11 @@ $V/yamllint --strict .
 echo "yamllint: clean"
 
 echo "== ansible-lint (profile: production)"
-$V/ansible-lint --nocolor --profile production --strict -q
+# A home of its own: ansible-lint also looks in ~/.ansible/collections, where a
+# copy of this collection installed by another tool (molecule's prerun, an
+# earlier ansible-galaxy install) would be linted instead of this checkout.
+mkdir -p "${SMI_CACHE:-/var/cache/servicemesh-istio}/lint-home"
+HOME="${SMI_CACHE:-/var/cache/servicemesh-istio}/lint-home" $V/ansible-lint --nocolor --profile production --strict -q
 echo "ansible-lint: clean"
 
 echo "== changelog fragments"

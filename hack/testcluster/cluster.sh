@@ -6,6 +6,7 @@
 #
 #   cluster.sh start            build what is missing (cached), start a fresh cluster
 #   cluster.sh restart          bring a crashed or stopped cluster back with its data (etcd, PKI kept)
+#   cluster.sh reset            empty a running cluster in place (fresh etcd; PKI, ACME lab, mirror kept)
 #   cluster.sh stop             stop every process of the cluster, remove the namespace
 #   cluster.sh status           what runs, API health, nodes
 #   cluster.sh exec -- CMD...   run CMD inside the namespace with KUBECONFIG set
@@ -66,7 +67,7 @@ launch() {
   shift
   # shellcheck disable=SC2016 # $$ and $@ belong to the inner shell
   in_ns setsid bash -c 'echo $$ >"$0"; exec "$@"' "$SMI_STATE/run/$name.pid" "$@" \
-    >"$SMI_STATE/logs/$name.log" 2>&1 </dev/null &
+    >>"$SMI_STATE/logs/$name.log" 2>&1 </dev/null &
 }
 
 gen_cert() {
@@ -179,10 +180,66 @@ cmd_restart() {
 }
 
 start_components() {
-  local t0=$SECONDS
   ip netns add "$SMI_NETNS" || die "could not create network namespace '$SMI_NETNS'"
   in_ns ip link set lo up
   log "network namespace '$SMI_NETNS' created (loopback only: $(in_ns ip -brief addr | awk '{print $1}' | tr '\n' ' '))"
+  launch_components all
+}
+
+# The components that hold cluster state (everything but the ACME lab and the
+# chart mirror, which keep none), in the order they stop.
+STATEFUL=(gateway-standin workload-runner lb-controller kwok kube-scheduler kube-controller-manager kube-apiserver etcd)
+
+# stop_component NAME: TERM, up to 10 s, then KILL; the pid file goes.
+stop_component() {
+  local f="$SMI_STATE/run/$1.pid" pid i
+  [ -f "$f" ] || return 0
+  pid=$(cat "$f")
+  if kill -TERM "$pid" 2>/dev/null; then
+    for i in $(seq 1 20); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.5
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$f"
+}
+
+# reset: an empty cluster in the same namespace, for a test that must start
+# from a fresh cluster while its own process runs inside the namespace (stop
+# and start would take the namespace away from under it). Every component
+# that holds cluster state stops, with the workloads the runner played; etcd's
+# data, the runner's and the stand-ins' work directories and the Service and
+# pod addresses go; the same components start again. Kept: the PKI and
+# kubeconfigs (clients keep working), the chart mirror, and the ACME lab
+# (knotd and Pebble: its TSIG key and CA stay valid for the tests' variables).
+cmd_reset() {
+  preflight
+  if ! ns_exists || ! pid_alive kube-apiserver; then
+    die "no running test cluster to reset; start one with: hack/testcluster/cluster.sh start"
+  fi
+  local t0=$SECONDS c f entry
+  for c in "${STATEFUL[@]}"; do stop_component "$c"; done
+  for f in "$SMI_STATE"/run/workloads/*.pid; do
+    [ -f "$f" ] || continue
+    kill -KILL "$(cat "$f")" 2>/dev/null || true
+    rm -f "$f"
+  done
+  for entry in "$SMI_STATE"/*; do
+    case "$(basename "$entry")" in
+      acme | bin | logs | pki | run | *kubeconfig) ;;
+      *) rm -rf "$entry" ;;
+    esac
+  done
+  in_ns ip addr flush dev "$SERVICE_IP_IF" scope global
+  log "cluster state removed in $((SECONDS - t0)) s; starting the components again"
+  launch_components stateful
+}
+
+# launch_components all|stateful: start the components (stateful: not the ACME
+# lab and the chart mirror, which still run) and wait until the cluster serves.
+launch_components() {
+  local t0=$SECONDS
 
   launch etcd "$(bin_dir etcd "$ETCD_VERSION")/etcd" --name smistio --data-dir "$SMI_STATE/etcd" \
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
@@ -228,10 +285,12 @@ start_components() {
   # The one stand-in left for a data plane: Istio gateways' Envoy, answering
   # from the real Gateway/VirtualService/Ingress/Secret objects.
   launch gateway-standin "$REPO_ROOT/.venv/bin/python" -u "$TC_DIR/gateway_standin.py" "$KUBECONFIG_PATH" "$SMI_STATE"
-  # DNS servers and the ACME server (Pebble) for `make site` (acme_lab.py).
-  launch acme-lab env SMI_CACHE="$SMI_CACHE" "$REPO_ROOT/.venv/bin/python" -u "$TC_DIR/acme_lab.py" serve "$SMI_STATE"
-  launch chart-mirror "$REPO_ROOT/.venv/bin/python" -m http.server "$MIRROR_PORT" --bind 127.0.0.1 \
-    --directory "$(readlink -f "$SMI_CACHE/mirror")"
+  if [ "$1" = all ]; then
+    # DNS servers and the ACME server (Pebble) for `make site` (acme_lab.py).
+    launch acme-lab env SMI_CACHE="$SMI_CACHE" "$REPO_ROOT/.venv/bin/python" -u "$TC_DIR/acme_lab.py" serve "$SMI_STATE"
+    launch chart-mirror "$REPO_ROOT/.venv/bin/python" -m http.server "$MIRROR_PORT" --bind 127.0.0.1 \
+      --directory "$(readlink -f "$SMI_CACHE/mirror")"
+  fi
 
   local i nodes=""
   for i in $(seq 1 "$NODES"); do
@@ -348,9 +407,10 @@ cmd_exec() {
 case "${1:-}" in
   start) cmd_start ;;
   restart) cmd_restart ;;
+  reset) cmd_reset ;;
   stop) cmd_stop ;;
   status) cmd_status ;;
   exec) shift; cmd_exec "$@" ;;
   kubeconfig) echo "$KUBECONFIG_PATH" ;;
-  *) echo "usage: $0 {start|restart|stop|status|exec -- CMD...|kubeconfig}" >&2; exit 2 ;;
+  *) echo "usage: $0 {start|restart|reset|stop|status|exec -- CMD...|kubeconfig}" >&2; exit 2 ;;
 esac

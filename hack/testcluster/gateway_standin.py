@@ -81,7 +81,7 @@ from pathlib import Path
 import yaml
 from kubernetes import client, config
 
-POLL_S = 1.0
+POLL_S = 2.0
 PROXY_IMAGE = "proxyv2"
 PRODUCTPAGE_IMAGE = "examples-bookinfo-productpage"
 BOOKINFO_HTML = (b"<!DOCTYPE html><html><head><title>Simple Bookstore App</title></head>"

@@ -32,6 +32,48 @@ def assigned_ips(svc) -> list[str]:
     return [i.ip for i in ingress if i.ip]
 
 
+def handle(core, used: dict[str, str], event_type: str, svc) -> None:
+    """One Service as seen in a list or a watch event: give a LoadBalancer
+    Service without an address one from the pool (or its loadBalancerIP),
+    release the address of one that went away or changed type."""
+    key = f"{svc.metadata.namespace}/{svc.metadata.name}"
+    if event_type == "DELETED":
+        for ip in [ip for ip, owner in used.items() if owner == key]:
+            del used[ip]
+        return
+    annotations = svc.metadata.annotations or {}
+    if svc.spec.type != "LoadBalancer":
+        if assigned_ips(svc):
+            # Type changed away from LoadBalancer: release the address.
+            for ip in [ip for ip, owner in used.items() if owner == key]:
+                del used[ip]
+            core.patch_namespaced_service_status(
+                svc.metadata.name, svc.metadata.namespace,
+                {"status": {"loadBalancer": {"ingress": None}}},
+            )
+        return
+    if assigned_ips(svc) or annotations.get(PENDING_ANNOTATION) == "true":
+        return
+    wanted = svc.spec.load_balancer_ip
+    if wanted:
+        if used.get(wanted, key) != key:
+            log(f"{key}: loadBalancerIP {wanted} already used by {used[wanted]}, not assigned")
+            return
+        ip = wanted
+    else:
+        free = [ip for ip in POOL if ip not in used]
+        if not free:
+            log(f"{key}: address pool exhausted")
+            return
+        ip = free[0]
+    used[ip] = key
+    core.patch_namespaced_service_status(
+        svc.metadata.name, svc.metadata.namespace,
+        {"status": {"loadBalancer": {"ingress": [{"ip": ip, "ipMode": "VIP"}]}}},
+    )
+    log(f"{key}: assigned {ip}")
+
+
 def main() -> int:
     config.load_kube_config(config_file=sys.argv[1])
     core = client.CoreV1Api()
@@ -42,49 +84,18 @@ def main() -> int:
             for svc in services.items:
                 for ip in assigned_ips(svc):
                     used[ip] = f"{svc.metadata.namespace}/{svc.metadata.name}"
+            # Services that were created before this list (a Service made
+            # while the controller started, or between two watches) get no
+            # watch event: they are handled from the list itself.
+            for svc in services.items:
+                handle(core, used, "ADDED", svc)
             stream = watch.Watch().stream(
                 core.list_service_for_all_namespaces,
                 resource_version=services.metadata.resource_version,
                 timeout_seconds=300,
             )
             for event in stream:
-                svc = event["object"]
-                key = f"{svc.metadata.namespace}/{svc.metadata.name}"
-                if event["type"] == "DELETED":
-                    for ip in [ip for ip, owner in used.items() if owner == key]:
-                        del used[ip]
-                    continue
-                annotations = svc.metadata.annotations or {}
-                if svc.spec.type != "LoadBalancer":
-                    if assigned_ips(svc):
-                        # Type changed away from LoadBalancer: release the address.
-                        for ip in [ip for ip, owner in used.items() if owner == key]:
-                            del used[ip]
-                        core.patch_namespaced_service_status(
-                            svc.metadata.name, svc.metadata.namespace,
-                            {"status": {"loadBalancer": {"ingress": None}}},
-                        )
-                    continue
-                if assigned_ips(svc) or annotations.get(PENDING_ANNOTATION) == "true":
-                    continue
-                wanted = svc.spec.load_balancer_ip
-                if wanted:
-                    if used.get(wanted, key) != key:
-                        log(f"{key}: loadBalancerIP {wanted} already used by {used[wanted]}, not assigned")
-                        continue
-                    ip = wanted
-                else:
-                    free = [ip for ip in POOL if ip not in used]
-                    if not free:
-                        log(f"{key}: address pool exhausted")
-                        continue
-                    ip = free[0]
-                used[ip] = key
-                core.patch_namespaced_service_status(
-                    svc.metadata.name, svc.metadata.namespace,
-                    {"status": {"loadBalancer": {"ingress": [{"ip": ip, "ipMode": "VIP"}]}}},
-                )
-                log(f"{key}: assigned {ip}")
+                handle(core, used, event["type"], event["object"])
         except Exception as exc:  # keep serving through API restarts
             log(f"watch interrupted: {exc}; retrying in 2 s")
             time.sleep(2)

@@ -7,6 +7,7 @@ reachable addresses are loopback ones.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -133,11 +134,20 @@ def run_playbook(playbook, *args: str, extra_vars: dict | None = None, inventory
         vars_file.close()
         cmd += ["-e", f"@{vars_file.name}"]
     cmd += [*args, str(playbook)]
+    started = time.monotonic()
     try:
         proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1200, check=False)
     finally:
         if vars_file:
             os.unlink(vars_file.name)
+    times = os.environ.get("SMI_PLAYBOOK_TIMES")
+    if times:
+        # Where the suite's time goes (hack/playbook_times.py sums it up): one
+        # line per run, appended (the parts share the file; a line is one write).
+        test = os.environ.get("PYTEST_CURRENT_TEST", "?").rsplit(" ", 1)[0]
+        options = " ".join(a for a in args if a.startswith("-") or "," in a or a.isalpha())
+        with open(times, "a", encoding="utf-8") as out:
+            out.write(f"{test}\t{Path(str(playbook)).name}\t{options}\t{time.monotonic() - started:.1f}\t{proc.returncode}\n")
     try:
         doc = json.loads(proc.stdout)
     except json.JSONDecodeError:
@@ -217,6 +227,18 @@ def delete_namespace_and_wait(api_client, name: str, timeout: float = 180) -> No
         time.sleep(0.5)
 
 
+def reset_cluster() -> None:
+    """Empty the test cluster in place (``hack/testcluster/cluster.sh reset``:
+    fresh etcd, the same PKI, ACME lab and chart mirror; about 15 s) so that
+    the next module starts from a fresh cluster. For the cleanup of a module
+    whose subject is not the teardown: a teardown.yml run costs two to three
+    minutes on the loaded CI machine, and teardown.yml is tested where it is
+    the subject (docs/testing.md, "Fresh clusters")."""
+    proc = subprocess.run(["bash", str(REPO_ROOT / "hack/testcluster/cluster.sh"), "reset"],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, f"the cluster reset failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+
+
 def kubectl(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(["kubectl", *args], input=stdin, capture_output=True, text=True, check=False, timeout=120)
 
@@ -271,6 +293,120 @@ def module_play(tmp_path, tasks, name="play.yml"):
         "tasks": tasks,
     }]))
     return path
+
+
+# Secret keys whose values are public (certificates: tls.crt, ca.crt, istiod's
+# root-cert.pem and cert-chain.pem), and Secret types whose
+# content never passes through a task (Helm's releases).
+_PUBLIC_SECRET_KEY_ENDINGS = (".crt", "cert.pem", "chain.pem")
+_UNSCANNED_SECRET_TYPES = ("helm.sh/release.v1",)
+_PEM_PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
+
+
+def assert_no_key_material(output: str, api_client, extra: tuple = ()) -> None:
+    """No private key in PEM form, and no value of any Secret in the cluster
+    (private keys, the ACME account key, the CA's key, tokens, generated
+    passwords, the TSIG key; decoded or base64) appears in ``output``; nor do
+    the ``extra`` secrets (given to a run but not stored in the cluster)."""
+    from kubernetes import client
+
+    assert '"invocation"' in output or "invocation" in output, "not a -vvv output: module arguments are not printed"
+    assert not _PEM_PRIVATE_KEY.search(output), "a PEM private key appears in the output"
+    found = []
+    for secret in client.CoreV1Api(api_client).list_secret_for_all_namespaces().items:
+        if secret.type in _UNSCANNED_SECRET_TYPES:
+            continue
+        for key, encoded in (secret.data or {}).items():
+            if key.endswith(_PUBLIC_SECRET_KEY_ENDINGS) or not encoded:
+                continue
+            decoded = base64.b64decode(encoded).decode("utf-8", "replace")
+            for form in (encoded, decoded.strip()):
+                if len(form) >= 8 and form in output:
+                    found.append(f"{secret.metadata.namespace}/{secret.metadata.name}[{key}]")
+    for value in extra:
+        for form in (value, base64.b64encode(value.encode()).decode()):
+            if form in output:
+                found.append("a secret given to the run")
+    assert not found, f"secret values in the output: {sorted(set(found))}"
+
+
+# kubernetes.core.k8s's "method" for an object it created, or applied (the
+# roles apply only their own manifests); "update" is a merge into an object
+# that existed, maybe someone else's (the application namespace's labels).
+_WRITE_METHODS = ("create", "apply")
+
+
+def failed_items(result: dict) -> list:
+    """The messages of a loop's failed items (the role input checks are loops)."""
+    return [item.get("msg") for item in result.get("results", []) if item.get("failed")]
+
+
+def run_per_host(playbook, cases: list[dict], workdir: Path, *args: str, base: dict | None = None,
+                 forks: int = 10) -> dict:
+    """``playbook`` once for all ``cases`` (each a dict of variables): one
+    inventory host a case, with ``base`` and then its variables as host
+    variables beside the local inventory's group variables (not as extra
+    variables, which would override a case's), each host its own run of the
+    play (what ansible-playbook does for any host list), so that many refusals
+    cost one ansible-playbook start rather than one each. ``args``: more
+    options (``--tags``). Returns {"hosts": {case index: what that host's run
+    did}, "changes": the cluster objects created, changed or deleted meanwhile
+    (by anyone but the cluster's own controllers), "rc", "explain"}."""
+    hosts = {f"case-{index:02d}": {**(base or {}), **extra, "ansible_connection": "local",
+                                   "ansible_python_interpreter": "{{ ansible_playbook_python }}"}
+             for index, extra in enumerate(cases)}
+    inventory = workdir / "matrix.yml"
+    inventory.write_text(json.dumps({"all": {"children": {"servicemesh_controller": {"hosts": hosts}}}}))
+    before = cluster_snapshot()
+    run = run_playbook(playbook, "-i", str(inventory), "--limit", "case-*", "--forks", str(forks), *args)
+    changes = changes_by_others(before)
+    out = {}
+    for index in range(len(cases)):
+        host = f"case-{index:02d}"
+        results = [(name, result) for name, task_host, result in run.task_results() if task_host == host]
+        out[index] = {
+            "stats": run.stats.get(host, {}),
+            "failures": [f"{name}: {message}" for name, result in results if result.get("failed")
+                         for message in [result.get("msg", result)] + failed_items(result)],
+            "failed_tasks": [name for name, result in results if result.get("failed")],
+            "changed": [name for name, result in results if result.get("changed")],
+            "tasks": [name for name, _result in results],
+        }
+    return {"hosts": out, "changes": changes, "rc": run.rc, "explain": run.explain}
+
+
+def written_objects(run) -> list[dict]:
+    """Every object a kubernetes.core.k8s task of the run created or applied,
+    as the API server returned it (single definitions and lists alike)."""
+    out = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            obj = node.get("result")
+            method = node.get("method")
+            if isinstance(method, str) and method in _WRITE_METHODS and isinstance(obj, dict) and "metadata" in obj:
+                out.append(obj)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for _name, _host, result in run.task_results():
+        walk(result)
+    return out
+
+
+def unowned_objects(run) -> list[str]:
+    """The objects the run wrote without the collection's ownership label
+    (app.kubernetes.io/managed-by: servicemesh.istio, or .<role>)."""
+    out = []
+    for obj in written_objects(run):
+        meta = obj["metadata"]
+        owner = (meta.get("labels") or {}).get("app.kubernetes.io/managed-by", "")
+        if owner != "servicemesh.istio" and not owner.startswith("servicemesh.istio."):
+            out.append(f"{obj.get('kind')} {meta.get('namespace', '')}/{meta.get('name')} (managed-by: {owner or 'none'})")
+    return sorted(set(out))
 
 
 def results_of(run, prefix):
@@ -388,3 +524,12 @@ def snapshot_diff(before: dict[str, str], after: dict[str, str]) -> list[str]:
     return ([f"created {k}" for k in sorted(after.keys() - before.keys())]
             + [f"deleted {k}" for k in sorted(before.keys() - after.keys())]
             + [f"changed {k}" for k in sorted(before.keys() & after.keys()) if before[k] != after[k]])
+
+
+def changes_by_others(before: dict[str, str]) -> list[str]:
+    """What changed since ``before`` (a cluster_snapshot()), leaving out the
+    ConfigMaps that controllers keep current by themselves on a converged
+    cluster while nothing is applied (leader election, istiod's IP
+    auto-allocation)."""
+    return [c for c in snapshot_diff(before, cluster_snapshot())
+            if not (c.startswith("changed ConfigMap ") and any(w in c for w in ("leader", "election", "autoallocate")))]

@@ -28,14 +28,13 @@ import uuid
 import pytest
 from kubernetes import client
 
-from conftest import REPO_ROOT, SITE_VARS, delete_namespace_and_wait, run_playbook
+from conftest import REPO_ROOT, SITE_VARS, reset_cluster, run_playbook
 from test_istio_options import (
     AMBIENT_VARS,
     BOOKINFO_APPS,
     BOOKINFO_DEPLOYMENTS,
     REVISION,
     REVISION_VARS,
-    assert_teardown_leaves_nothing,
     clean_before_and_after,
     container_names,
     injected_revision,
@@ -45,6 +44,9 @@ from test_istio_options import (
 
 SITE = REPO_ROOT / "playbooks/site.yml"
 OWNER_LABEL = {"team": "reviews-owners"}
+# Set by the role on a namespace it creates, never on one that existed.
+CREATED_BY_ROLE = {"app.kubernetes.io/managed-by": "servicemesh.istio"}
+TEARDOWN = REPO_ROOT / "playbooks/teardown.yml"
 # Mesh labels of the other modes, as an earlier installation may have left them.
 STALE_LABELS = {"istio-injection": "enabled", "istio.io/rev": "stale-rev", "istio.io/dataplane-mode": "ambient"}
 
@@ -127,7 +129,7 @@ def test_namespace_labels_and_injection(k8s, combination):
             # 1. Istio and Bookinfo in a namespace the role creates.
             run = run_playbook(SITE, "--tags", "istio,bookinfo", extra_vars={**install_vars, "bookinfo_namespace": created})
             assert run.rc == 0, run.explain()
-            assert namespace_labels(core, created) == wanted, namespace_labels(core, created)
+            assert namespace_labels(core, created) == {**wanted, **CREATED_BY_ROLE}, namespace_labels(core, created)
             assert_bookinfo_data_plane(k8s, created, sidecar, revision)
 
             # 2. An existing namespace with the other modes' labels and its owner's label.
@@ -148,7 +150,19 @@ def test_namespace_labels_and_injection(k8s, combination):
 
             if combination == "sidecar":
                 preview_new_namespace(core)
+                # 4. Teardown removes what the role created: the namespace it
+                # created goes; the one that existed stays, with its owner's
+                # label and without the mesh labels or Bookinfo.
+                for ns in (created, existing):
+                    down = run_playbook(TEARDOWN, "--tags", "bookinfo", extra_vars={"bookinfo_namespace": ns})
+                    assert down.rc == 0, down.explain()
+                names = {n.metadata.name for n in core.list_namespace().items
+                         if not n.metadata.deletion_timestamp}
+                assert created not in names and existing in names, names
+                assert namespace_labels(core, existing) == OWNER_LABEL, namespace_labels(core, existing)
+                assert not client.AppsV1Api(k8s).list_namespaced_deployment(existing).items
         finally:
-            for ns in (created, existing):
-                delete_namespace_and_wait(api_client=k8s, name=ns)
-        assert_teardown_leaves_nothing(k8s, install_vars, rerun=combination == "sidecar")
+            # A fresh cluster for the next combination. teardown.yml for each
+            # install mode is tested in test_istio_options.py (revision,
+            # ambient) and test_site_istio_bookinfo.py (default).
+            reset_cluster()

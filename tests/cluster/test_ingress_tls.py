@@ -51,13 +51,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from kubernetes import client
 
-from conftest import REPO_ROOT, assert_istio_analyze_clean, eventually, gateway_events, kubectl, run_playbook
+from conftest import (REPO_ROOT, assert_istio_analyze_clean, assert_no_key_material, eventually, gateway_events, kubectl,
+                      reset_cluster, run_per_host, run_playbook, unowned_objects)
 
 sys.path.insert(0, str(REPO_ROOT / "hack" / "testcluster"))
 import acme_lab  # noqa: E402 - the test cluster's helpers
 
 SITE = REPO_ROOT / "playbooks/site.yml"
-TEARDOWN = REPO_ROOT / "playbooks/teardown.yml"
 HOST = "bookinfo.smistio.test"
 GW_NS, APP_NS, CM_NS = "istio-system", "default", "cert-manager"
 GROUP, VERSION = "cert-manager.io", "v1"
@@ -101,35 +101,6 @@ def _delete(fn, *args):
             raise
 
 
-def cleanup_tls(api, crds_were_there: bool) -> None:
-    custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
-    ext = client.ApiextensionsV1Api(api)
-    names = {c.metadata.name for c in ext.list_custom_resource_definition().items}
-    if "certificates.cert-manager.io" in names:
-        for cert in custom.list_cluster_custom_object(GROUP, VERSION, "certificates")["items"]:
-            _delete(custom.delete_namespaced_custom_object, GROUP, VERSION, cert["metadata"]["namespace"],
-                    "certificates", cert["metadata"]["name"])
-        for issuer in custom.list_cluster_custom_object(GROUP, VERSION, "clusterissuers")["items"]:
-            _delete(custom.delete_cluster_custom_object, GROUP, VERSION, "clusterissuers", issuer["metadata"]["name"])
-    for name in (CERT, NEVER_READY):
-        _delete(core.delete_namespaced_secret, name, GW_NS)
-    if "gateways.networking.istio.io" in names:
-        _delete(custom.delete_namespaced_custom_object, "networking.istio.io", "v1", APP_NS, "gateways",
-                "bookinfo-gateway")
-        _delete(custom.delete_namespaced_custom_object, "networking.istio.io", "v1", APP_NS, "virtualservices",
-                "bookinfo")
-    subprocess.run(["helm", "uninstall", "cert-manager", "-n", CM_NS, "--wait", "--timeout", "2m"],
-                   capture_output=True, check=False)
-    adm = client.AdmissionregistrationV1Api(api)
-    _delete(adm.delete_validating_webhook_configuration, "cert-manager-webhook")
-    _delete(adm.delete_mutating_webhook_configuration, "cert-manager-webhook")
-    if not crds_were_there:
-        for crd in ext.list_custom_resource_definition().items:
-            if crd.spec.group in ("cert-manager.io", "acme.cert-manager.io"):
-                _delete(ext.delete_custom_resource_definition, crd.metadata.name)
-    _delete(core.delete_namespace, CM_NS)
-
-
 def adopt_existing_cert_manager_crds(api) -> bool:
     """cert-manager's CRDs may exist without Helm (applied by an earlier run or
     by a user): label them for Helm's adoption (what a user does to let
@@ -150,7 +121,7 @@ def adopt_existing_cert_manager_crds(api) -> bool:
 def lab(k8s, tmp_path_factory):
     """Istio + Bookinfo by site.yml, the DNS servers and Pebble; all removed afterwards."""
     work = tmp_path_factory.mktemp("ingress_tls")
-    crds_were_there = adopt_existing_cert_manager_crds(k8s)
+    adopt_existing_cert_manager_crds(k8s)
     base = run_playbook(SITE, "--tags", "istio,bookinfo")
     assert base.rc == 0, base.explain()
     svc = client.CoreV1Api(k8s).read_namespaced_service("istio-ingressgateway", GW_NS)
@@ -202,14 +173,22 @@ def lab(k8s, tmp_path_factory):
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(10)
         finally:
-            cleanup_tls(k8s, crds_were_there)
-            down = run_playbook(TEARDOWN, extra_vars={"istio_install_teardown_crds": True})
-            assert down.rc == 0, down.explain()
+            reset_cluster()
 
 
 TAGS = ("--tags", "istio,bookinfo,ingress,tls")
 # After a test that changed only what ingress_tls owns, its own tags bring the converged state back.
 RESTORE = ("--tags", "ingress,tls")
+
+
+def restore_vars(lab) -> dict:
+    """The converged state's variables for a run that only puts it back: the
+    role's checks of what it serves (DNS wait, HTTP, pushed config, served
+    certificate) were proven by test_converge, and each run of a test after
+    this makes them again; the Certificate is still waited for. Each check
+    costs a minute of the suite's shared cores per restore."""
+    return dict(lab["extra"], ingress_tls_dns_wait=False, ingress_tls_http_check=False,
+                ingress_tls_pushed_config_check=False, ingress_tls_served_check=False)
 
 
 def tls_snapshot(api) -> dict:
@@ -244,6 +223,7 @@ def test_converge(k8s, lab):
     start, t0 = time.monotonic(), time.time()
     run = run_playbook(SITE, *TAGS, extra_vars=lab["extra"])
     assert run.rc == 0, run.explain()
+    assert unowned_objects(run) == []  # what the run wrote itself carries the ownership label
     print(f"\nconverge with real issuance: {time.monotonic() - start:.0f} s, changed={run.changed}")
     custom = client.CustomObjectsApi(k8s)
     # The API server accepted every object (real CRDs, real webhooks); check what it stored.
@@ -307,17 +287,16 @@ def test_converge(k8s, lab):
     assert dns and not dns[0].get("failed"), dns
 
 
-def test_second_run_changes_nothing(lab):
+def test_second_run_changes_nothing(k8s, lab):
     """The rerun changes nothing; it runs at -vvv (module arguments and
-    results printed), and the TSIG key it was given appears nowhere in what it
-    printed: every task that handles it has no_log."""
+    results printed), and no key material appears in what it printed: not the
+    TSIG key it was given (every task that handles it has no_log), not the
+    certificate's or the ACME account's private key, nor any other Secret."""
     start = time.monotonic()
     run = run_playbook(SITE, *TAGS, "-vvv", extra_vars=lab["extra"])
     assert run.rc == 0 and run.changed == 0, run.explain()
-    printed = run.raw + run.stderr
-    assert '"invocation"' in printed  # -vvv: the modules' arguments are printed
-    for form in (TSIG_SECRET, base64.b64encode(TSIG_SECRET.encode()).decode()):
-        assert form not in printed, "the TSIG key secret appears in the -vvv output"
+    assert '"invocation"' in run.raw  # -vvv: the modules' arguments are printed
+    assert_no_key_material(run.raw + run.stderr, k8s, extra=(TSIG_SECRET,))
     print(f"\nsecond run: {time.monotonic() - start:.0f} s, changed=0")
     # What the role applied (Gateway, VirtualService, the solver's exceptions) passes Istio's own analysis.
     assert_istio_analyze_clean(GW_NS, APP_NS)
@@ -361,7 +340,7 @@ def test_redirect_spares_the_acme_challenge_path(k8s, lab):
     assert status == 404
     again = run_playbook(SITE, "--tags", "ingress,tls", extra_vars=extra)
     assert again.rc == 0 and again.changed == 0, again.explain()
-    back = run_playbook(SITE, "--tags", "ingress,tls", extra_vars=lab["extra"])
+    back = run_playbook(SITE, "--tags", "ingress,tls", extra_vars=restore_vars(lab))
     assert back.rc == 0, back.explain()
 
 
@@ -386,7 +365,7 @@ def test_certificate_never_ready_fails_with_cert_managers_reason(k8s, lab):
     custom.delete_namespaced_custom_object(GROUP, VERSION, GW_NS, "certificates", NEVER_READY)
     _delete(custom.delete_cluster_custom_object, GROUP, VERSION, "clusterissuers", "smistio-broken-dns")
     # Back to the converged state.
-    run = run_playbook(SITE, *RESTORE, extra_vars=lab["extra"])
+    run = run_playbook(SITE, *RESTORE, extra_vars=restore_vars(lab))
     assert run.rc == 0, run.explain()
 
 
@@ -410,17 +389,31 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize("bad,expected", BAD_INPUTS, ids=[
+@pytest.fixture(scope="module")
+def refused(k8s, lab, tmp_path_factory):
+    """Every bad input of BAD_INPUTS over the converged state's variables, in
+    one site.yml --tags ingress,tls run (one inventory host a case:
+    conftest.run_per_host); whether the role's objects and cert-manager's
+    release stayed as they were."""
+    before = tls_snapshot(k8s)
+    matrix = run_per_host(SITE, [bad for bad, _expected in BAD_INPUTS], tmp_path_factory.mktemp("refused"),
+                          "--tags", "ingress,tls", base=lab["extra"])
+    matrix["snapshots"] = (before, tls_snapshot(k8s))
+    return matrix
+
+
+@pytest.mark.parametrize("index", range(len(BAD_INPUTS)), ids=[
     "email-missing", "email-malformed", "email-reserved", "host-invalid", "host-url", "environment-unknown",
     "dns01-secret-missing", "dns01-rfc2136-no-tsig", "acme-ca-bundle-missing"])
-def test_bad_input_is_refused_before_any_change(k8s, lab, bad, expected):
-    before = tls_snapshot(k8s)
-    run = run_playbook(SITE, "--tags", "ingress,tls", extra_vars=dict(lab["extra"], **bad))
-    assert run.rc != 0
-    message = " ".join(run.failures())
-    assert expected in message, message
-    assert run.changed == 0, run.explain()
-    assert tls_snapshot(k8s) == before
+def test_bad_input_is_refused_before_any_change(refused, index):
+    case = refused["hosts"][index]
+    assert refused["rc"] != 0
+    assert case["stats"].get("failures", 0) > 0, case
+    message = " ".join(case["failures"])
+    assert BAD_INPUTS[index][1] in message, message
+    assert case["changed"] == [] and case["stats"].get("changed", 0) == 0, case
+    before, after = refused["snapshots"]
+    assert after == before
 
 
 def test_webhook_check_waits_for_a_webhook_that_does_not_serve(k8s, lab):
@@ -522,7 +515,7 @@ def test_mesh_wide_istio_mutual_gets_a_narrow_exception_for_the_solver(k8s, lab)
     finally:
         for name in ("mesh-wide-mtls", "acme-http01-solver-plaintext"):
             _delete(custom.delete_namespaced_custom_object, "networking.istio.io", "v1", GW_NS, "destinationrules", name)
-        back = run_playbook(SITE, "--tags", "tls", extra_vars=lab["extra"])
+        back = run_playbook(SITE, "--tags", "tls", extra_vars=restore_vars(lab))
         assert back.rc == 0, back.explain()
 
 
@@ -596,7 +589,7 @@ def test_older_gateway_with_a_wrong_credential_fails_the_served_check(k8s, lab):
     finally:
         _delete(custom.delete_namespaced_custom_object, "networking.istio.io", "v1", APP_NS, "gateways", "legacy-tls")
         _delete(core.delete_namespaced_secret, "legacy-tls-cert", GW_NS)
-    back = run_playbook(SITE, *RESTORE, extra_vars=lab["extra"])
+    back = run_playbook(SITE, *RESTORE, extra_vars=restore_vars(lab))
     assert back.rc == 0, back.explain()
 
 
@@ -661,5 +654,5 @@ def test_http01_issuance_through_the_gateway_stand_in(k8s, lab):
         _delete(custom.delete_namespaced_custom_object, GROUP, VERSION, GW_NS, "certificates", name)
         _delete(client.CoreV1Api(k8s).delete_namespaced_secret, name, GW_NS)
         _delete(custom.delete_cluster_custom_object, GROUP, VERSION, "clusterissuers", issuer)
-    back = run_playbook(SITE, *RESTORE, extra_vars=lab["extra"])
+    back = run_playbook(SITE, *RESTORE, extra_vars=restore_vars(lab))
     assert back.rc == 0, back.explain()

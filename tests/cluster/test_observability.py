@@ -31,8 +31,8 @@ processes) with a real certificate from Pebble. Not exercised here: the
 loadbalancer exposure (its Services' loadBalancerSourceRanges need a cloud
 load balancer to enforce them), only its refusals of unsafe inputs.
 
-Istio and Bookinfo are installed with site.yml first; the module leaves the
-cluster without them (playbooks/teardown.yml).
+Istio and Bookinfo are installed with site.yml first; the module leaves an
+empty cluster (conftest.reset_cluster).
 """
 
 from __future__ import annotations
@@ -48,8 +48,9 @@ import subprocess
 import pytest
 from kubernetes import client
 
-from conftest import (ISTIO_VERSION, REPO_ROOT, SITE_ACME, SITE_VARS, cluster_snapshot, gateway_events, kubectl,
-                      run_playbook, snapshot_diff)
+from conftest import (ISTIO_VERSION, REPO_ROOT, SITE_ACME, SITE_VARS, changes_by_others, cluster_snapshot, gateway_events,
+                      kubectl, reset_cluster, run_per_host, run_playbook, unowned_objects, assert_no_key_material)
+from test_preflight_inputs import CASES, assert_case_refused, case_id, run_matrix
 from conftest import until_answering as wait
 
 
@@ -99,13 +100,12 @@ def converged(k8s):
     try:
         yield run
     finally:
-        down = run_playbook(TEARDOWN, extra_vars={"istio_install_teardown_crds": True,
-                                                  "observability_teardown_purge": True})
-        assert down.rc == 0, down.explain()
+        reset_cluster()
 
 
 def test_converge_installs_checks_and_reports(converged, k8s):
     run = converged
+    assert unowned_objects(run) == []  # what the run wrote itself carries the ownership label
     assert run.rc == 0, run.explain()
     # Prometheus for real: ready, and istiod's metrics target up.
     targets = results_of(run, "Report Istio's scrape targets")
@@ -166,6 +166,7 @@ def test_second_run_changes_nothing_and_prints_no_secret_at_vvv(converged, k8s):
     assert "Log in to Grafana and list the Istio dashboards" in output
     assert password not in output and key not in output
     assert base64.b64encode(password.encode()).decode() not in output
+    assert_no_key_material(output, k8s)
 
 
 def test_check_diff_changes_nothing(converged):
@@ -176,12 +177,24 @@ def test_check_diff_changes_nothing(converged):
     assert run.changed == 0, run.explain()
     # Controllers keep their own ConfigMaps current (leader election, istiod's
     # IP auto-allocation) while nothing is applied; everything else is unchanged.
-    changes = [c for c in snapshot_diff(before, cluster_snapshot())
-               if not (c.startswith("changed ConfigMap ") and any(w in c for w in ("leader", "election", "autoallocate")))]
-    assert changes == []
+    assert changes_by_others(before) == []
 
 
-@pytest.mark.parametrize(("extra", "named"), [
+@pytest.fixture(scope="module")
+def converged_matrix(converged, tmp_path_factory):
+    """test_preflight_inputs.py's cases (every role), in one site.yml run on
+    this module's converged cluster."""
+    assert converged.rc == 0, converged.explain()
+    return run_matrix(CASES, tmp_path_factory.mktemp("matrix"))
+
+
+@pytest.mark.parametrize("index", range(len(CASES)), ids=[case_id(c) for c in CASES])
+def test_a_bad_input_of_any_role_is_refused_on_the_converged_mesh(converged_matrix, index):
+    """Each refused in the preflight, naming the input; nothing changed."""
+    assert_case_refused(converged_matrix, index, CASES[index][1])
+
+
+BAD_INPUTS = [
     ({"observability_addons": ["prometheus", "zipkin"]}, "observability_addons names unknown addons zipkin"),
     ({"observability_exposure": "nodeport"}, "observability_exposure must be one of"),
     ({"observability_exposure": "loadbalancer"}, "observability_allowed_source_ranges is empty"),
@@ -191,17 +204,29 @@ def test_check_diff_changes_nothing(converged):
      "observability_allowed_source_ranges has malformed CIDRs: 203.0.113.7/24"),
     ({"observability_exposure": "gateway", "observability_allowed_source_ranges": ["203.0.113.0/24"],
       "observability_cert_issuer": "letsencrypt"}, "observability_domain is empty"),
-])
-def test_bad_inputs_are_refused_before_any_change(converged, extra, named):
+]
+
+
+@pytest.fixture(scope="module")
+def refused(converged, tmp_path_factory):
+    """BAD_INPUTS in one site.yml --tags istio,observability run, one
+    inventory host a case (conftest.run_per_host)."""
+    assert converged.rc == 0, converged.explain()
+    return run_per_host(SITE, [extra for extra, _named in BAD_INPUTS], tmp_path_factory.mktemp("refused"),
+                        "--tags", "istio,observability")
+
+
+@pytest.mark.parametrize("index", range(len(BAD_INPUTS)), ids=[named for _extra, named in BAD_INPUTS])
+def test_bad_inputs_are_refused_before_any_change(refused, index):
     """site.yml's preflight refuses them before its first change (istio's
     tasks would come first), each naming the variable."""
-    assert converged.rc == 0, converged.explain()
-    run = run_playbook(SITE, "--tags", "istio,observability", extra_vars=extra)
-    assert run.rc != 0
-    message = " ".join(run.failures())
-    assert named in message, run.explain()
-    assert run.changed == 0, run.explain()
-    assert not results_of(run, "Install or upgrade"), "istio_install ran before the refusal"
+    case = refused["hosts"][index]
+    assert refused["rc"] != 0
+    message = " ".join(case["failures"])
+    assert BAD_INPUTS[index][1] in message, refused["explain"]()
+    assert case["changed"] == [] and case["stats"].get("changed", 0) == 0, case
+    assert not [name for name in case["tasks"] if "Install or upgrade" in name], "istio_install ran before the refusal"
+    assert refused["changes"] == [], refused["changes"]
 
 
 def test_upstream_anonymous_grafana_fails_the_roles_check(converged, k8s, tmp_path):
@@ -312,3 +337,8 @@ def test_teardown_keeps_the_generated_secrets(converged, k8s):
     assert core.read_namespaced_secret("kiali-signing-key", NS).data["value.txt"]
     again = run_playbook(TEARDOWN, "--tags", "observability")
     assert again.rc == 0 and again.changed == 0, again.explain()
+    # observability_teardown_purge: the credentials go too.
+    purge = run_playbook(TEARDOWN, "--tags", "observability", extra_vars={"observability_teardown_purge": True})
+    assert purge.rc == 0 and purge.changed > 0, purge.explain()
+    assert not [s.metadata.name for s in core.list_namespaced_secret(NS).items
+                if s.metadata.name in ("grafana-admin", "kiali-signing-key")]

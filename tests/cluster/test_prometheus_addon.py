@@ -27,11 +27,10 @@ import urllib.request
 import pytest
 from kubernetes import client
 
-from conftest import ISTIO_VERSION, REPO_ROOT, kubectl, until_answering as wait, run_playbook
+from conftest import ISTIO_VERSION, REPO_ROOT, kubectl, reset_cluster, run_playbook, until_answering as wait
 
 
 SITE = REPO_ROOT / "playbooks/site.yml"
-TEARDOWN = REPO_ROOT / "playbooks/teardown.yml"
 NS = "istio-system"
 MIRROR = os.environ.get("SMI_FILE_MIRROR", "http://127.0.0.1:8879")
 ADDON = f"{MIRROR}/istio/{ISTIO_VERSION}/samples/addons/prometheus.yaml"
@@ -57,9 +56,7 @@ def prometheus(k8s):
     try:
         yield client.CoreV1Api(k8s).read_namespaced_service("prometheus", NS).spec.cluster_ip
     finally:
-        kubectl("delete", "--ignore-not-found", "-f", ADDON)
-        down = run_playbook(TEARDOWN, extra_vars={"istio_install_teardown_crds": True})
-        assert down.rc == 0, down.explain()
+        reset_cluster()
 
 
 def test_the_built_prometheus_is_the_version_the_addon_pins(k8s, prometheus):

@@ -12,7 +12,7 @@ source cannot be read; the tests check that `auto` says so and falls back to
 istiod, and that `envoy` alone fails naming the pod.
 
 The module installs Istio and Bookinfo (site.yml, tags istio,bookinfo) in a
-namespace of its own, and removes them at the end (playbooks/teardown.yml).
+namespace of its own, and leaves an empty cluster at the end (conftest.reset_cluster).
 """
 
 from __future__ import annotations
@@ -23,11 +23,10 @@ import time
 import pytest
 from kubernetes import client
 
-from conftest import REPO_ROOT, both_ways, module_play, results_of, run_playbook, stable
+from conftest import REPO_ROOT, both_ways, module_play, reset_cluster, results_of, run_playbook, stable
 import trustme
 
 SITE = REPO_ROOT / "playbooks/site.yml"
-TEARDOWN = REPO_ROOT / "playbooks/teardown.yml"
 NS = "smistio-pci"
 HOST = "bookinfo.pci.smistio.test"
 VARS = {"bookinfo_namespace": NS}
@@ -66,15 +65,10 @@ def info(tmp_path, monkeypatch, args, name="Read", in_process=True):
 def mesh(k8s):
     converge = run_playbook(SITE, "--tags", "istio,bookinfo", extra_vars=VARS)
     assert converge.rc == 0, converge.explain()
-    yield NS
-    for plural, names in (("virtualservices", ["pci-reviews", "pci-gateway"]), ("destinationrules", ["pci-reviews", "pci-ratings"])):
-        for name in names:
-            delete(k8s, NETWORKING, plural, name)
-    delete(k8s, NETWORKING, "gateways", "pci-gateway")
-    for name in ("default", "reviews-exception"):
-        delete(k8s, SECURITY, "peerauthentications", name)
-    gone = run_playbook(TEARDOWN, extra_vars={**VARS, "istio_install_teardown_crds": True})
-    assert gone.rc == 0, gone.explain()
+    try:
+        yield NS
+    finally:
+        reset_cluster()
 
 
 def test_without_a_policy_every_port_is_permissive_and_auto_falls_back_to_istiod(tmp_path, monkeypatch, mesh, k8s):

@@ -134,6 +134,57 @@ def test_preflight_info_both_ways_agree(tmp_path, monkeypatch, k8s):
     assert "preflight-lb" not in [svc.metadata.name for svc in client.CoreV1Api(k8s).list_namespaced_service("default").items]
 
 
+def test_preflight_info_objects_read_as_k8s_info_does(tmp_path, monkeypatch, k8s):
+    """preflight_info's objects, both ways, against kubernetes.core.k8s_info
+    in the same play: by name, by labels, by name and labels (a name whose
+    labels do not match reads as none, where k8s_info ignores the labels), all
+    namespaces, a cluster-scoped kind, and a kind the API server does not
+    serve (served=false, none)."""
+    core = client.CoreV1Api(k8s)
+    labels = {"app.kubernetes.io/managed-by": "smistio-objects-test"}
+    for name in ("objects-a", "objects-b"):
+        core.create_namespaced_config_map("default", client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(name=name, labels=labels if name == "objects-a" else {})))
+    try:
+        queries = [
+            {"api_version": "v1", "kind": "ConfigMap", "namespace": "default", "name": "objects-a"},
+            {"api_version": "v1", "kind": "ConfigMap", "namespace": "default",
+             "label_selectors": ["app.kubernetes.io/managed-by=smistio-objects-test"]},
+            {"api_version": "v1", "kind": "ConfigMap", "namespace": "default", "name": "objects-b",
+             "label_selectors": ["app.kubernetes.io/managed-by=smistio-objects-test"]},
+            {"api_version": "v1", "kind": "ConfigMap", "namespace": "default", "name": "objects-none"},
+            {"api_version": "apps/v1", "kind": "Deployment"},
+            {"api_version": "v1", "kind": "Namespace", "name": "kube-system"},
+            {"api_version": "smistio.example/v1", "kind": "Nothing"},
+        ]
+        tasks = [{"name": "Read", "servicemesh.istio.preflight_info": {"nodes": False, "objects": queries}}]
+        tasks += [{"name": f"k8s_info {i}", "kubernetes.core.k8s_info": {
+            "api_version": q["api_version"], "kind": q["kind"], **{k: q[k] for k in ("namespace", "name", "label_selectors")
+                                                                   if k in q}}} for i, q in enumerate(queries)]
+        fast, module = both_ways(monkeypatch, play(tmp_path, tasks))
+        assert fast.rc == 0, fast.explain()
+        assert module.rc == 0, module.explain()
+        for run in (fast, module):
+            got = results_of(run, "Read")[0]["objects"]
+            assert [o["kind"] for o in got] == [q["kind"] for q in queries]
+            for i, found in enumerate(got):
+                expected = results_of(run, f"k8s_info {i}")[0]["resources"]
+                if i == 2:
+                    # k8s_info reads a named object whatever its labels; objects
+                    # filters it by them (what the canary's teardown relies on).
+                    assert [o["metadata"]["name"] for o in expected] == ["objects-b"]
+                    expected = []
+                names = sorted((o["metadata"].get("namespace", ""), o["metadata"]["name"]) for o in found["resources"])
+                assert names == sorted((o["metadata"].get("namespace", ""), o["metadata"]["name"]) for o in expected), i
+                assert all(o["kind"] == queries[i]["kind"] and o["apiVersion"] == queries[i]["api_version"]
+                           for o in found["resources"]), i
+            assert [o["served"] for o in got] == [True] * 6 + [False]
+            assert [len(o["resources"]) for o in got][:4] == [1, 1, 0, 0]
+    finally:
+        for name in ("objects-a", "objects-b"):
+            core.delete_namespaced_config_map(name, "default")
+
+
 def test_preflight_info_says_when_the_api_server_cannot_be_reached(tmp_path, monkeypatch):
     task = {"name": "Read", "servicemesh.istio.preflight_info": {"host": "https://127.0.0.1:9", "api_key": "s3cret-token",
                                                                  "validate_certs": False}}

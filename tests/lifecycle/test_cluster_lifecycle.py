@@ -121,6 +121,44 @@ def test_a_crashed_cluster_is_restarted_with_its_data(lc_env):
     assert new_pid != pid and Path(f"/proc/{new_pid}/comm").read_text().strip() == "kube-apiserver"
 
 
+def test_reset_from_inside_empties_the_cluster_and_keeps_the_lab(lc_env):
+    """reset, run from inside the namespace as the cluster tests run it: the
+    objects, the Service addresses on lo and the components' state go, the
+    nodes come back Ready; the caller, the ACME lab (same process, same TSIG
+    key) and the PKI stay. Without a running cluster it says what to do."""
+    refused = sh(CLUSTER, "reset", env=lc_env)
+    assert refused.returncode != 0 and "cluster.sh start" in refused.stderr, refused.stdout + refused.stderr
+    started = sh(CLUSTER, "start", env=lc_env)
+    assert started.returncode == 0, started.stdout + started.stderr
+    state = Path(lc_env["SMI_STATE"])
+    made = kubectl_in(lc_env, "create", "namespace", "smistio-gone")
+    assert made.returncode == 0, made.stdout + made.stderr
+    # An address as the workload runner adds for a Service's ClusterIP.
+    added = sh(CLUSTER, "exec", "--", "ip", "addr", "add", "10.96.7.7/32", "dev", "lo", env=lc_env)
+    assert added.returncode == 0, added.stderr
+    lab_pid = (state / "run/acme-lab.pid").read_text()
+    lab_vars = (state / "acme/site-vars.json").read_text()
+    ca = (state / "pki/ca.crt").read_text()
+    api_pid = (state / "run/kube-apiserver.pid").read_text()
+
+    t0 = time.monotonic()
+    reset = sh(CLUSTER, "exec", "--", "bash", CLUSTER, "reset", env=lc_env)
+    print(f"reset: {time.monotonic() - t0:.1f} s")
+    assert reset.returncode == 0, reset.stdout + reset.stderr
+    assert "test cluster up" in reset.stdout
+    gone = kubectl_in(lc_env, "get", "namespace", "smistio-gone")
+    assert gone.returncode != 0 and "NotFound" in gone.stderr, gone.stdout + gone.stderr
+    nodes = kubectl_in(lc_env, "get", "nodes", "--no-headers")
+    assert nodes.stdout.count(" Ready ") == 2, nodes.stdout
+    addrs = sh(CLUSTER, "exec", "--", "ip", "-brief", "addr", "show", "lo", env=lc_env)
+    assert "10.96.7.7" not in addrs.stdout and "127.0.0.1" in addrs.stdout, addrs.stdout
+    assert (state / "run/acme-lab.pid").read_text() == lab_pid
+    assert (state / "acme/site-vars.json").read_text() == lab_vars
+    assert (state / "pki/ca.crt").read_text() == ca
+    assert (state / "run/kube-apiserver.pid").read_text() != api_pid
+    assert sh(CLUSTER, "status", env=lc_env).returncode == 0
+
+
 def test_restart_without_state_says_to_start(lc_env):
     proc = sh(CLUSTER, "restart", env=lc_env)
     assert proc.returncode != 0
