@@ -172,6 +172,17 @@ def _wait_for_module_process(pid, timeout):
     raise AssertionError('ansible did not start the module within %d s' % timeout)
 
 
+def _missing_secret_reads(kubeconfig):
+    """How many GETs of a Secret the API server has answered with 404 (its own
+    apiserver_request_total). In this test only the module reads a Secret that
+    does not exist: the TLS Secret it waits for."""
+    out = subprocess.run(['kubectl', '--kubeconfig', kubeconfig, 'get', '--raw', '/metrics'], capture_output=True,
+                         text=True, check=True, timeout=60).stdout
+    return sum(float(line.rsplit(' ', 1)[1]) for line in out.splitlines()
+               if line.startswith('apiserver_request_total{') and 'group=""' in line
+               and 'resource="secrets"' in line and 'verb="GET"' in line and 'code="404"' in line)
+
+
 def _ansible(kubeconfig, args):
     """Start ``ansible localhost -m servicemesh.istio.wait_for_certificate`` with JSON output."""
     env = dict(os.environ)
@@ -219,15 +230,25 @@ def test_not_ready_then_ready(api, kubeconfig, cm_namespace):
     assert 'secret: Secret %s/%s not found' % (cm_namespace, secret) in msg
     assert result['layers_passed'] == []
 
-    # Now wait, and play cert-manager a few seconds later.
+    # Now wait, and play cert-manager once the module has made its first attempt.
+    reads = _missing_secret_reads(kubeconfig)
     proc = _ansible(kubeconfig, {'certificate': name, 'secret': secret, 'namespace': cm_namespace,
                                  'timeout': 60, 'initial_sleep': 0.5, 'max_sleep': 1})
-    # The certificate turns Ready only after the module's first attempt: wait
-    # until the module itself runs (a fixed sleep of 3 s, then 8 s, was too
-    # short on a loaded machine: the first attempt saw the Ready certificate),
-    # then give it time for that attempt.
+    # The certificate turns Ready only once the module's first attempt is over.
+    # An attempt reads the Certificate, then the Secret, so the API server's
+    # count of Secret reads answered "not found" shows that the first attempt
+    # saw the Certificate not Ready. (Two earlier signals were wrong on the
+    # loaded CI machine: a fixed 4 s after the module's process started, when
+    # the module was still starting; and the count of Certificate reads, which
+    # the garbage collector also makes when it checks the CertificateRequest's
+    # owner.) Then a little more, so that the module is between attempts.
     _wait_for_module_process(proc.pid, timeout=60)
-    time.sleep(4)
+    deadline = time.monotonic() + 90
+    while _missing_secret_reads(kubeconfig) <= reads:
+        assert time.monotonic() < deadline, 'the module did not read the Secret within 90 s'
+        assert proc.poll() is None, 'the module ended before its first attempt: %s' % (proc.communicate(),)
+        time.sleep(0.2)
+    time.sleep(1.5)
     assert proc.poll() is None, 'the module did not wait'
     _write_secret(api, cm_namespace, secret, cert_pem, key_pem)
     not_after = cert_obj.not_valid_after_utc.strftime('%Y-%m-%dT%H:%M:%SZ')
