@@ -110,25 +110,34 @@ def main():
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="leave Istio and Bookinfo installed")
     args = parser.parse_args()
-    playbook("--tags", "istio,bookinfo,canary", "playbooks/site.yml")
+    print("installing Istio, Bookinfo and the 80/20 split (site.yml --tags istio,bookinfo,canary; "
+          "a few minutes) ...", flush=True)
+    elapsed, _doc = playbook("--tags", "istio,bookinfo,canary", "playbooks/site.yml")
+    print(f"installed in {elapsed:.0f} s; {args.reps} reps of two shifts each way", flush=True)
     whole, shift, plain_runs = [], [], []
+    parts = {task: [] for task in SHIFT_TASKS}
     try:
         for rep in range(args.reps):
             for weights in ({"v1": 50, "v2": 50}, {"v1": 80, "v2": 20}):
                 elapsed, doc = playbook("--tags", "canary", "playbooks/site.yml", extra={"canary_weights": weights})
                 whole.append(elapsed)
                 shift.append(task_seconds(doc, SHIFT_TASKS))
+                for task in SHIFT_TASKS:
+                    parts[task].append(task_seconds(doc, (task,)))
             for weights in ({"v1": 50, "v2": 50}, {"v1": 80, "v2": 20}):
                 plain_runs.append(plain(weights))
             print(f"rep {rep + 1}: role {whole[-2:]}, shift {shift[-2:]}, plain {plain_runs[-2:]}", flush=True)
     finally:
         if not args.keep:
+            print("removing Istio and Bookinfo (teardown.yml) ...", flush=True)
             playbook("playbooks/teardown.yml", extra={"istio_install_teardown_crds": True})
     med = {name: statistics.median(values) for name, values in
            (("role, whole run", whole), ("role, the shift", shift), ("plain", plain_runs))}
     for name, value in med.items():
         runs = {"role, whole run": whole, "role, the shift": shift, "plain": plain_runs}[name]
         print(f"{name}: median {value:.2f} s; runs {', '.join(f'{v:.2f}' for v in runs)}")
+    for task, values in parts.items():
+        print(f"  of the shift, {task}: median {statistics.median(values):.2f} s")
     print(f"ratio role shift / plain: {med['role, the shift'] / med['plain']:.2f}; "
           f"whole run / plain: {med['role, whole run'] / med['plain']:.2f}")
 
