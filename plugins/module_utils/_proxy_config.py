@@ -16,7 +16,9 @@ an Envoy ``config_dump`` (``_xds.from_config_dump``). The summaries say:
   port, subset, weight), and redirects;
 - per gateway server (listener port), the SNI hosts, TLS mode, the secret
   (``credentialName``) and the hosts its routes serve;
-- per cluster, the service, port, subset and the TLS it originates;
+- per cluster, the service, port, subset and the TLS it originates, and for
+  outbound clusters the connection pool and outlier detection a
+  DestinationRule's trafficPolicy gave it, in Istio's words;
 - problems: routes whose destination cluster istiod did not push (a
   VirtualService naming a subset no DestinationRule defines, for example).
 """
@@ -310,6 +312,51 @@ def cluster_tls(cluster):
     return 'mutual' if certs else 'simple'
 
 
+HTTP_PROTOCOL_OPTIONS = 'envoy.extensions.upstreams.http.v3.HttpProtocolOptions'
+# Envoy's circuit breaker thresholds (default priority) and the connectionPool
+# fields of an Istio DestinationRule that set them.
+_POOL_FIELDS = (('max_connections', 'max_connections'), ('max_pending_requests', 'http1_max_pending_requests'),
+                ('max_requests', 'http2_max_requests'), ('max_retries', 'max_retries'))
+# Envoy's outlier detection and the outlierDetection fields that set them.
+_OUTLIER_FIELDS = (('consecutive_5xx', 'consecutive_5xx_errors'), ('interval', 'interval'),
+                   ('base_ejection_time', 'base_ejection_time'), ('max_ejection_percent', 'max_ejection_percent'))
+
+
+def _unwrap(value):
+    """A protobuf wrapper (``{'value': n}``) or a 64-bit integer rendered as a string, as a plain value."""
+    if isinstance(value, dict) and set(value) == {'value'}:
+        value = value['value']
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return value
+
+
+def cluster_connection_pool(cluster):
+    """The connection pool limits of an outbound cluster, keyed as an Istio
+    DestinationRule's ``connectionPool`` names them (snake_case): only those
+    Envoy has (Istio writes 4294967295 for "no limit")."""
+    out = {}
+    thresholds = [t for t in (cluster.get('circuit_breakers') or {}).get('thresholds') or []
+                  if t.get('priority', 'DEFAULT') == 'DEFAULT']
+    if thresholds:
+        for envoy, istio in _POOL_FIELDS:
+            if thresholds[0].get(envoy) is not None:
+                out[istio] = _unwrap(thresholds[0][envoy])
+    options = (cluster.get('typed_extension_protocol_options') or {}).get(HTTP_PROTOCOL_OPTIONS) or {}
+    per_connection = (options.get('common_http_protocol_options') or {}).get('max_requests_per_connection')
+    if per_connection is not None:
+        out['max_requests_per_connection'] = _unwrap(per_connection)
+    return out
+
+
+def cluster_outlier_detection(cluster):
+    """The outlier detection of an outbound cluster, keyed as a DestinationRule's ``outlierDetection`` names it."""
+    detection = cluster.get('outlier_detection')
+    if detection is None:
+        return {}
+    return {istio: _unwrap(detection[envoy]) for envoy, istio in _OUTLIER_FIELDS if detection.get(envoy) is not None}
+
+
 def summarize_clusters(clusters):
     out = []
     for cluster in clusters:
@@ -320,6 +367,8 @@ def summarize_clusters(clusters):
         item = dict(parsed, name=name)
         if parsed['direction'] == 'outbound':
             item['tls'] = cluster_tls(cluster)
+            item['connection_pool'] = cluster_connection_pool(cluster)
+            item['outlier_detection'] = cluster_outlier_detection(cluster)
         out.append(item)
     return sorted(out, key=lambda c: c['name'])
 
@@ -465,10 +514,87 @@ def summarize(config, kind='sidecar', hosts=(), extra_ports=(), service_ports=No
 
 def _weights_of(vhost):
     """``{subset: weight}`` of a host's first route with destinations."""
-    for route in vhost['routes']:
-        if route['destinations']:
-            return {d['subset'] or '': d['weight'] for d in route['destinations']}
-    return {}
+    route = _first_route(vhost)
+    return {d['subset'] or '': d['weight'] for d in route['destinations']} if route else {}
+
+
+def _first_route(vhost):
+    return next((route for route in vhost['routes'] if route['destinations']), None)
+
+
+_DURATION_PART = re.compile(r'(\d+(?:\.\d+)?)(h|ms|us|ns|m|s)')
+_DURATION_UNITS = {'h': 3600, 'm': 60, 's': 1, 'ms': 1e-3, 'us': 1e-6, 'ns': 1e-9}
+
+
+def duration_seconds(text):
+    """Seconds of a duration as Istio takes it (``1m30s``, ``500ms``) or as
+    Envoy's JSON renders it (``90s``, ``0.500s``); ``None`` if it is none."""
+    if text is None:
+        return None
+    text = str(text).strip()
+    parts = _DURATION_PART.findall(text)
+    if not parts or ''.join(n + u for n, u in parts) != text:
+        return None
+    return round(sum(float(n) * _DURATION_UNITS[u] for n, u in parts), 9)
+
+
+def _same_duration(got, want):
+    return duration_seconds(got) is not None and duration_seconds(got) == duration_seconds(want)
+
+
+def _route_resilience_unmet(label, vhost, want):
+    """What of ``want``'s timeout and retries the host's route does not have."""
+    unmet = []
+    route = _first_route(vhost) or {}
+    if want.get('timeout'):
+        if not _same_duration(route.get('timeout'), want['timeout']):
+            unmet.append('%s: %s has timeout %s, expected %s' % (
+                label, vhost['name'], route.get('timeout') or 'none', want['timeout']))
+    retries = want.get('retries')
+    if retries:
+        got = route.get('retries') or {'attempts': 0, 'per_try_timeout': None, 'retry_on': ''}
+        if retries.get('attempts') is not None and int(got.get('attempts') or 0) != int(retries['attempts']):
+            unmet.append('%s: %s retries %s time(s), expected %s' % (
+                label, vhost['name'], got.get('attempts') or 0, retries['attempts']))
+        per_try = retries.get('per_try_timeout')
+        if per_try and not _same_duration(got.get('per_try_timeout'), per_try):
+            unmet.append('%s: %s has per-try timeout %s, expected %s' % (
+                label, vhost['name'], got.get('per_try_timeout') or 'none', retries['per_try_timeout']))
+        if retries.get('retry_on'):
+            want_on = {c.strip() for c in retries['retry_on'].split(',') if c.strip()}
+            got_on = {c.strip() for c in (got.get('retry_on') or '').split(',') if c.strip()}
+            if not want_on <= got_on:
+                unmet.append('%s: %s retries on %s, expected %s' % (
+                    label, vhost['name'], got.get('retry_on') or 'nothing', retries['retry_on']))
+    return unmet
+
+
+def _same_value(got, want):
+    if isinstance(want, str) and duration_seconds(want) is not None:
+        return _same_duration(got, want)
+    return got is not None and str(got) == str(want)
+
+
+def _traffic_policy_unmet(label, proxy, want):
+    """What of ``want``'s connection pool and outlier detection the host's outbound clusters do not have."""
+    host = want['host']
+    # A short name is the Service of that name in the caller's own namespace, as Istio resolves it.
+    prefix = '%s.%s.svc.' % (host, proxy.get('namespace')) if '.' not in host else '%s.' % host
+    clusters = [c for c in proxy.get('clusters') or [] if c.get('direction') == 'outbound'
+                and (c.get('host') == host or c.get('host', '').startswith(prefix))]
+    if not clusters:
+        return ['%s: istiod pushed no outbound cluster for host %s' % (label, host)]
+    unmet = []
+    for section in ('connection_pool', 'outlier_detection'):
+        for key, value in sorted((want.get(section) or {}).items()):
+            if value is None:
+                continue
+            wrong = sorted({'%s' % c.get(section, {}).get(key, 'unset') for c in clusters
+                            if not _same_value(c.get(section, {}).get(key), value)})
+            if wrong:
+                unmet.append('%s: %s.%s of host %s is %s, expected %s' % (
+                    label, section, key, host, '/'.join(wrong), value))
+    return unmet
 
 
 def unmet_expectations(proxy, expect):
@@ -495,6 +621,7 @@ def unmet_expectations(proxy, expect):
             if want_weights and {k: v for k, v in got.items() if v} != want_weights:
                 unmet.append('%s: %s routes %s, expected %s' % (
                     label, vhost['name'], _weights_text(got), _weights_text(want_weights)))
+            unmet.extend(_route_resilience_unmet(label, vhost, want))
     for want in expect.get('gateway_servers') or []:
         servers = [s for s in proxy.get('gateway_servers') or []
                    if want.get('port') in (s['port'], s['service_port'])]
@@ -523,6 +650,8 @@ def unmet_expectations(proxy, expect):
                 any(s['https_redirect'] != want['https_redirect'] for s in servers):
             unmet.append('%s: port %s https redirect is %s, expected %s' % (
                 label, want.get('port'), not want['https_redirect'], want['https_redirect']))
+    for want in expect.get('traffic_policies') or []:
+        unmet.extend(_traffic_policy_unmet(label, proxy, want))
     pushed = {c.get('name') for c in proxy.get('clusters') or []}
     for name in expect.get('clusters') or []:
         if name not in pushed:

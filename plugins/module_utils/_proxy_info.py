@@ -16,9 +16,34 @@ import time
 
 from ansible_collections.servicemesh.istio.plugins.module_utils import _k8s, _proxy_config, _ready, _wait, _xds
 
+EXPECT_RETRIES_SPEC = dict(
+    attempts=dict(type='int'),
+    per_try_timeout=dict(type='str'),
+    retry_on=dict(type='str'),
+)
 EXPECT_ROUTE_SPEC = dict(
     host=dict(type='str', required=True),
     weights=dict(type='dict'),
+    timeout=dict(type='str'),
+    retries=dict(type='dict', options=EXPECT_RETRIES_SPEC),
+)
+EXPECT_POOL_SPEC = dict(
+    max_connections=dict(type='int'),
+    http1_max_pending_requests=dict(type='int'),
+    http2_max_requests=dict(type='int'),
+    max_retries=dict(type='int'),
+    max_requests_per_connection=dict(type='int'),
+)
+EXPECT_OUTLIER_SPEC = dict(
+    consecutive_5xx_errors=dict(type='int'),
+    interval=dict(type='str'),
+    base_ejection_time=dict(type='str'),
+    max_ejection_percent=dict(type='int'),
+)
+EXPECT_POLICY_SPEC = dict(
+    host=dict(type='str', required=True),
+    connection_pool=dict(type='dict', options=EXPECT_POOL_SPEC),
+    outlier_detection=dict(type='dict', options=EXPECT_OUTLIER_SPEC),
 )
 EXPECT_SERVER_SPEC = dict(
     port=dict(type='int', required=True),
@@ -33,6 +58,7 @@ EXPECT_SPEC = dict(
     routes=dict(type='list', elements='dict', default=[], options=EXPECT_ROUTE_SPEC),
     gateway_servers=dict(type='list', elements='dict', default=[], options=EXPECT_SERVER_SPEC),
     clusters=dict(type='list', elements='str', default=[]),
+    traffic_policies=dict(type='list', elements='dict', default=[], options=EXPECT_POLICY_SPEC),
     no_problems=dict(type='bool', default=False),
 )
 PROXY_CONFIG_INFO_SPEC = dict(
@@ -74,6 +100,13 @@ def input_errors(params):
             if value < 0 or value > 100 or str(value) != str(weight).strip():
                 errors.append('expect.routes[%d].weights.%s must be an integer from 0 to 100, got %r'
                               % (index, subset, weight))
+        durations = [('timeout', route.get('timeout')),
+                     ('retries.per_try_timeout', (route.get('retries') or {}).get('per_try_timeout'))]
+        errors.extend(_duration_errors('expect.routes[%d]' % index, durations))
+    for index, policy in enumerate(expect.get('traffic_policies') or []):
+        outlier = policy.get('outlier_detection') or {}
+        errors.extend(_duration_errors('expect.traffic_policies[%d]' % index, [
+            ('outlier_detection.%s' % key, outlier.get(key)) for key in ('interval', 'base_ejection_time')]))
     for param in ('timeout', 'progress_interval'):
         if params.get(param) is not None and params[param] < 0:
             errors.append('%s must be >= 0' % param)
@@ -84,6 +117,12 @@ def input_errors(params):
     if params['backoff_factor'] < 1:
         errors.append('backoff_factor must be at least 1')
     return errors
+
+
+def _duration_errors(where, durations):
+    return ['%s.%s must be a duration such as 10s, 500ms or 1m30s, got %r' % (where, name, value)
+            for name, value in durations
+            if value is not None and _proxy_config.duration_seconds(value) is None]
 
 
 def _labels_match(selector, labels):

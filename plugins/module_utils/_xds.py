@@ -37,6 +37,7 @@ _PROTO_MODULES = (
     'envoy.config.cluster.v3.cluster_pb2',
     'envoy.config.listener.v3.listener_pb2',
     'envoy.config.route.v3.route_pb2',
+    'envoy.extensions.upstreams.http.v3.http_protocol_options_pb2',
     'envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2',
     'envoy.extensions.filters.network.tcp_proxy.v3.tcp_proxy_pb2',
     'envoy.extensions.filters.http.router.v3.router_pb2',

@@ -125,6 +125,25 @@ options:
               - "Weight per subset, for example C({v1: 80, v2: 20}); the key C('') is a destination without subset."
               - Compared with the first route of the host that has destinations.
             type: dict
+          timeout:
+            description:
+              - The route's timeout, as a VirtualService's C(timeout) gives it (C(10s), C(500ms), C(1m30s)).
+              - Compared with the first route of the host that has destinations, as a length of time.
+            type: str
+          retries:
+            description:
+              - The route's retry policy, as a VirtualService's C(retries) gives it. A route without one retries 0 times.
+            type: dict
+            suboptions:
+              attempts:
+                description: How many times the route retries.
+                type: int
+              per_try_timeout:
+                description: The timeout of each try (C(2s)).
+                type: str
+              retry_on:
+                description: Conditions to retry on (C(5xx,connect-failure)); the route must retry on each of them.
+                type: str
       gateway_servers:
         description: Servers a gateway proxy must have.
         type: list
@@ -162,6 +181,54 @@ options:
         type: list
         elements: str
         default: []
+      traffic_policies:
+        description:
+          - The connection pool and outlier detection a DestinationRule's C(trafficPolicy) gives a host, which every
+            outbound cluster of the host (each port and subset) must have.
+          - Keys are C(connectionPool) and C(outlierDetection) fields in snake_case; only the keys given are compared.
+        type: list
+        elements: dict
+        default: []
+        suboptions:
+          host:
+            description: The host, as its FQDN (C(reviews.default.svc.cluster.local)) or short name.
+            type: str
+            required: true
+          connection_pool:
+            description: Limits of the host's connection pool.
+            type: dict
+            suboptions:
+              max_connections:
+                description: C(tcp.maxConnections).
+                type: int
+              http1_max_pending_requests:
+                description: C(http.http1MaxPendingRequests).
+                type: int
+              http2_max_requests:
+                description: C(http.http2MaxRequests).
+                type: int
+              max_retries:
+                description: C(http.maxRetries).
+                type: int
+              max_requests_per_connection:
+                description: C(http.maxRequestsPerConnection).
+                type: int
+          outlier_detection:
+            description: The host's outlier detection.
+            type: dict
+            suboptions:
+              consecutive_5xx_errors:
+                description: C(consecutive5xxErrors).
+                type: int
+              interval:
+                description: C(interval), a length of time (C(10s)).
+                type: str
+              base_ejection_time:
+                description: C(baseEjectionTime), a length of time (C(30s)).
+                type: str
+              max_ejection_percent:
+                description: C(maxEjectionPercent).
+                type: int
       no_problems:
         description: Also wait until RV(problems) is empty.
         type: bool
@@ -265,11 +332,18 @@ proxies:
                   {cluster: "outbound|9080|v2|reviews.default.svc.cluster.local",
                    host: reviews.default.svc.cluster.local, port: 9080, subset: v2, weight: 20}]}]}]
     clusters:
-      description: The clusters istiod pushed, with direction, port, subset, host and (outbound) the TLS they originate.
+      description:
+        - The clusters istiod pushed, with direction, port, subset, host and, for outbound clusters, the TLS they
+          originate, their C(connection_pool) limits and their C(outlier_detection), keyed as a DestinationRule's
+          C(trafficPolicy) names them in snake_case (Istio writes 4294967295 for no limit).
       type: list
       elements: dict
       sample: [{name: "outbound|9080|v1|reviews.default.svc.cluster.local", direction: outbound, port: 9080,
-                subset: v1, host: reviews.default.svc.cluster.local, tls: istio_mutual}]
+                subset: v1, host: reviews.default.svc.cluster.local, tls: istio_mutual,
+                connection_pool: {max_connections: 100, http1_max_pending_requests: 10,
+                                  http2_max_requests: 4294967295, max_retries: 4294967295},
+                outlier_detection: {consecutive_5xx_errors: 5, interval: 10s, base_ejection_time: 30s,
+                                    max_ejection_percent: 50}}]
     gateway_servers:
       description: Per filter chain of a gateway's listeners.
       type: list

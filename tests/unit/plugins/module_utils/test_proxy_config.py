@@ -338,6 +338,11 @@ def params(**kwargs):
     (dict(expect={'routes': [{'host': 'r', 'weights': {'v1': 'x'}}]}), 'weights.v1 must be an integer'),
     (dict(expect={'routes': [{'host': 'r', 'weights': {'v1': 101}}]}), 'from 0 to 100'),
     (dict(min_pods=-1), 'min_pods must be >= 0'),
+    (dict(expect={'routes': [{'host': 'r', 'timeout': '10 seconds'}]}), 'expect.routes[0].timeout must be a duration'),
+    (dict(expect={'routes': [{'host': 'r', 'retries': {'per_try_timeout': 'x'}}]}),
+     'expect.routes[0].retries.per_try_timeout must be a duration'),
+    (dict(expect={'traffic_policies': [{'host': 'r', 'outlier_detection': {'interval': '5'}}]}),
+     'expect.traffic_policies[0].outlier_detection.interval must be a duration'),
     (dict(max_sleep=0.1), 'max_sleep must not be smaller'),
 ])
 def test_input_errors(kwargs, error):
@@ -433,3 +438,87 @@ def test_a_short_host_selects_only_the_callers_own_namespace():
     assert _proxy_config._host_selected(own, ['reviews'])
     assert not _proxy_config._host_selected(other, ['reviews'])
     assert _proxy_config._host_selected(other, ['reviews.legacy'])
+
+
+# --------------------------------------------------------------------------
+# Resilience: recorded from the real istiod, with canary_resilience applied
+# (timeout 10s; retries 3, 2s, 5xx,connect-failure; maxConnections 100,
+# http1MaxPendingRequests 10, maxRequestsPerConnection 5; outlier detection
+# 5 errors, 10s, 30s, 50 %)
+# --------------------------------------------------------------------------
+
+RESILIENCE = {
+    'routes': [{'host': 'reviews', 'timeout': '10s',
+                'retries': {'attempts': 3, 'per_try_timeout': '2s', 'retry_on': 'connect-failure,5xx'}}],
+    'traffic_policies': [{'host': 'reviews.default.svc.cluster.local',
+                          'connection_pool': {'max_connections': 100, 'http1_max_pending_requests': 10,
+                                              'max_requests_per_connection': 5},
+                          'outlier_detection': {'consecutive_5xx_errors': 5, 'interval': '10s',
+                                                'base_ejection_time': '30s', 'max_ejection_percent': 50}}],
+}
+
+
+def resilience_proxy():
+    dump = recorded('productpage-resilience')
+    summary = _proxy_config.summarize(dump['config'], 'sidecar', hosts=['reviews'])
+    return dict(summary, name='productpage-v1-x', namespace=dump['namespace'], kind='sidecar')
+
+
+def test_resilience_from_recorded_config():
+    proxy = resilience_proxy()
+    clusters = {c['name']: c for c in proxy['clusters']}
+    v2 = clusters['outbound|9080|v2|reviews.default.svc.cluster.local']
+    assert v2['connection_pool'] == {'max_connections': 100, 'http1_max_pending_requests': 10,
+                                     'http2_max_requests': 4294967295, 'max_retries': 4294967295,
+                                     'max_requests_per_connection': 5}
+    assert v2['outlier_detection'] == {'consecutive_5xx_errors': 5, 'interval': '10s', 'base_ejection_time': '30s',
+                                       'max_ejection_percent': 50}
+    # A host without a DestinationRule: Istio's defaults, no outlier detection.
+    istiod = clusters['outbound|15010||istiod.istio-system.svc.cluster.local']
+    assert istiod['outlier_detection'] == {} and istiod['connection_pool']['max_connections'] == 4294967295
+    route = proxy['routes'][0]['routes'][0]
+    assert route['timeout'] == '10s'
+    assert route['retries'] == {'attempts': 3, 'per_try_timeout': '2s', 'retry_on': '5xx,connect-failure'}
+    # Durations compare as lengths of time, retry conditions as sets, short host names in the caller's namespace.
+    assert _proxy_config.unmet_expectations(proxy, RESILIENCE) == []
+    same = {'routes': [dict(RESILIENCE['routes'][0], timeout='10000ms')],
+            'traffic_policies': [dict(RESILIENCE['traffic_policies'][0], host='reviews')]}
+    assert _proxy_config.unmet_expectations(proxy, same) == []
+
+
+@pytest.mark.parametrize('expect, message', [
+    ({'routes': [{'host': 'reviews', 'timeout': '1m'}]},
+     'reviews.default.svc.cluster.local:9080 has timeout 10s, expected 1m'),
+    ({'routes': [{'host': 'reviews', 'retries': {'attempts': 2}}]}, 'retries 3 time(s), expected 2'),
+    ({'routes': [{'host': 'reviews', 'retries': {'attempts': 3, 'per_try_timeout': '500ms'}}]},
+     'has per-try timeout 2s, expected 500ms'),
+    ({'routes': [{'host': 'reviews', 'retries': {'attempts': 3, 'retry_on': 'gateway-error'}}]},
+     'retries on 5xx,connect-failure, expected gateway-error'),
+    ({'routes': [{'host': 'ratings', 'timeout': '10s'}]}, 'no route for host ratings'),
+    ({'traffic_policies': [{'host': 'reviews', 'connection_pool': {'max_connections': 10}}]},
+     'connection_pool.max_connections of host reviews is 100, expected 10'),
+    ({'traffic_policies': [{'host': 'ratings', 'outlier_detection': {'interval': '10s'}}]},
+     'outlier_detection.interval of host ratings is unset, expected 10s'),
+    ({'traffic_policies': [{'host': 'reviews.legacy', 'connection_pool': {'max_connections': 100}}]},
+     'istiod pushed no outbound cluster for host reviews.legacy'),
+])
+def test_resilience_not_pushed_is_named(expect, message):
+    unmet = _proxy_config.unmet_expectations(resilience_proxy(), expect)
+    assert any(message in u for u in unmet), unmet
+
+
+def test_a_route_without_retry_policy_retries_zero_times():
+    route = {'routes': [{'destinations': [{'subset': 'v1', 'weight': 100}]}], 'name': 'reviews:9080',
+             'domains': ['reviews']}
+    proxy = {'namespace': 'default', 'name': 'p', 'routes': [route]}
+    assert _proxy_config.unmet_expectations(proxy, {'routes': [{'host': 'reviews', 'retries': {'attempts': 0}}]}) == []
+    unmet = _proxy_config.unmet_expectations(proxy, {'routes': [{'host': 'reviews', 'timeout': '5s'}]})
+    assert unmet == ['default/p: reviews:9080 has timeout none, expected 5s']
+
+
+@pytest.mark.parametrize('text, seconds', [
+    ('10s', 10), ('0.500s', 0.5), ('500ms', 0.5), ('1m30s', 90), ('1h', 3600), ('250us', 0.00025),
+    ('10', None), ('ten seconds', None), ('', None), (None, None), ('1m 30s', None),
+])
+def test_duration_seconds(text, seconds):
+    assert _proxy_config.duration_seconds(text) == seconds
