@@ -363,6 +363,28 @@ def canary_http_route(service, weights, resilience):
     return [route]
 
 
+def canary_resilience_expect(resilience, service, host):
+    """What servicemesh.istio.proxy_config_info must find on the callers' proxies for ``canary_resilience``
+    (its O(expect)): the timeout and retries on the route to ``service`` (the name the weights are checked by),
+    and the connection pool and outlier detection on every cluster of ``host`` (the Service's FQDN). Empty lists
+    for what the resilience does not set."""
+    resilience = _dict(resilience)
+    route = {}
+    if resilience.get('timeout'):
+        route['timeout'] = resilience['timeout']
+    retries = _dict(resilience.get('retries'))
+    if retries:
+        route['retries'] = {'attempts': retries.get('attempts', 0)}
+        route['retries'].update((key, retries[key]) for key in ('per_try_timeout', 'retry_on') if retries.get(key))
+    policy = {}
+    for section in ('connection_pool', 'outlier_detection'):
+        values = dict((key, value) for key, value in _dict(resilience.get(section)).items() if value is not None)
+        if values:
+            policy[section] = values
+    return {'routes': [dict(route, host=service)] if route else [],
+            'traffic_policies': [dict(policy, host=host)] if policy else []}
+
+
 # ---------------------------------------------------------------------------
 # The measured split
 # ---------------------------------------------------------------------------
@@ -484,6 +506,7 @@ class FilterModule:
             'canary_plan': canary_plan,
             'canary_traffic_policy': canary_traffic_policy,
             'canary_http_route': canary_http_route,
+            'canary_resilience_expect': canary_resilience_expect,
             'canary_classify': canary_classify,
             'canary_split_verdict': canary_split_verdict,
             'canary_gate': canary_gate,

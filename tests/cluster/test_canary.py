@@ -266,6 +266,56 @@ def test_mtls_strict_keeps_istio_mutual(k8s, mesh):
                                                                      "peerauthentications", "default")
 
 
+RESILIENCE = {"timeout": "10s", "retries": {"attempts": 3, "per_try_timeout": "2s", "retry_on": "5xx,connect-failure"},
+              "connection_pool": {"max_connections": 100, "http1_max_pending_requests": 10,
+                                  "max_requests_per_connection": 5},
+              "outlier_detection": {"consecutive_5xx_errors": 5, "interval": "10s", "base_ejection_time": "30s",
+                                    "max_ejection_percent": 50}}
+CONFIRM_RESILIENCE = "Confirm the callers' proxies have the timeout, retries, connection pool and outlier detection"
+
+
+def test_resilience_is_confirmed_on_the_pushed_config_and_an_older_destination_rule_fails_it(k8s, mesh):
+    """canary_resilience, confirmed on what the real istiod pushes to productpage's proxy: the timeout and
+    retries on its route to reviews, the connection pool and outlier detection on every reviews cluster.
+    Then a wrong configuration: another DestinationRule for reviews, older than the role's, whose
+    trafficPolicy istiod keeps when it merges the two; the role fails naming what was pushed instead."""
+    host = f"reviews.{NS}.svc.cluster.local"
+    run = canary(canary_resilience=RESILIENCE)
+    assert run.rc == 0, run.explain()
+    spec = get(k8s, "destinationrules")["spec"]
+    assert spec["trafficPolicy"]["connectionPool"] == {"tcp": {"maxConnections": 100}, "http": {
+        "http1MaxPendingRequests": 10, "maxRequestsPerConnection": 5}}, spec
+    assert get(k8s, "virtualservices")["spec"]["http"][0]["timeout"] == "10s"
+    (confirmed,) = results_of(run, CONFIRM_RESILIENCE)
+    assert not confirmed.get("skipped"), run.explain()
+    proxy = confirmed["proxies"][0]
+    pushed = [c for c in proxy["clusters"] if c["direction"] == "outbound" and c["host"] == host]
+    assert {c["subset"] for c in pushed} >= {"", "v1", "v2"}, pushed
+    assert all(c["connection_pool"]["max_connections"] == 100 and c["connection_pool"]["max_requests_per_connection"] == 5
+               and c["outlier_detection"]["consecutive_5xx_errors"] == 5 for c in pushed), pushed
+    route = proxy["routes"][0]["routes"][0]
+    assert route["timeout"] == "10s" and route["retries"]["attempts"] == 3, route
+    result = results_of(run, "Print the traffic split")[0]["canary_result"]
+    assert json.loads(result["resilience"]) == RESILIENCE, result
+
+    custom = client.CustomObjectsApi(k8s)
+    legacy = {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+              "metadata": {"name": "legacy-reviews", "namespace": NS},
+              "spec": {"host": "reviews", "trafficPolicy": {"connectionPool": {"tcp": {"maxConnections": 7}}}}}
+    delete(k8s, "destinationrules", "reviews")  # so that the role's, created again, is the younger one
+    custom.create_namespaced_custom_object(*NETWORKING, NS, "destinationrules", legacy)
+    time.sleep(1.1)  # creationTimestamp has a resolution of one second
+    try:
+        failed = canary(canary_resilience=RESILIENCE, canary_pushed_config_timeout=5)
+        assert failed.rc != 0
+        message = " ".join(failed.failures())
+        assert f"connection_pool.max_connections of host {host} is 7, expected 100" in message, message
+        assert f"outlier_detection.interval of host {host} is unset, expected 10s" in message, message
+        assert "the older one's trafficPolicy wins" in message, message
+    finally:
+        delete(k8s, "destinationrules", "legacy-reviews")
+
+
 def test_adding_then_dropping_a_subset_orders_the_change(k8s, mesh):
     """Adding v3: DestinationRule first. Dropping v2: VirtualService first, then the DestinationRule."""
     add = canary(canary_subsets=[*V1V2, V3], canary_weights={"v1": 50, "v2": 25, "v3": 25})

@@ -15,7 +15,8 @@ from ansible.template import Templar, trust_as_template
 
 from ansible_collections.servicemesh.istio.plugins.filter.canary import (
     as_weight, canary_classify, canary_current_weights, canary_foreign_virtual_services, canary_gate,
-    canary_http_route, canary_input_errors, canary_plan, canary_remaining_steps, canary_split_verdict,
+    canary_http_route, canary_input_errors, canary_plan, canary_remaining_steps, canary_resilience_expect,
+    canary_split_verdict,
     canary_step_weights, canary_traffic_policy, canary_unready_subsets, canary_weights)
 
 NS = "bookinfo"
@@ -178,6 +179,28 @@ def test_traffic_policy_and_route():
     assert route == [{"route": [{"destination": {"host": "reviews", "subset": "v1"}, "weight": 80},
                                 {"destination": {"host": "reviews", "subset": "v2"}, "weight": 20}],
                       "timeout": "10s", "retries": {"attempts": 3, "perTryTimeout": "2s", "retryOn": "5xx"}}]
+
+
+def test_resilience_expect_is_what_the_templates_write():
+    """What the role then asks proxy_config_info to find: the route's part for
+    the Service's name, the traffic policy for its FQDN; nothing for an unset part."""
+    resilience = {"timeout": "10s", "retries": {"attempts": 3, "per_try_timeout": "2s", "retry_on": "5xx"},
+                  "connection_pool": {"max_connections": 100, "http1_max_pending_requests": None},
+                  "outlier_detection": {"consecutive_5xx_errors": 5, "interval": "10s"}}
+    host = "reviews.bookinfo.svc.cluster.local"
+    assert canary_resilience_expect(resilience, "reviews", host) == {
+        "routes": [{"host": "reviews", "timeout": "10s",
+                    "retries": {"attempts": 3, "per_try_timeout": "2s", "retry_on": "5xx"}}],
+        "traffic_policies": [{"host": host, "connection_pool": {"max_connections": 100},
+                              "outlier_detection": {"consecutive_5xx_errors": 5, "interval": "10s"}}]}
+    # Retries without attempts: the VirtualService gets attempts 0 (canary_http_route), so expect that.
+    assert canary_resilience_expect({"retries": {"retry_on": "5xx"}}, "reviews", host) == {
+        "routes": [{"host": "reviews", "retries": {"attempts": 0, "retry_on": "5xx"}}], "traffic_policies": []}
+    assert canary_http_route("reviews", {"v1": 100}, {"retries": {"retry_on": "5xx"}})[0]["retries"] == {
+        "attempts": 0, "retryOn": "5xx"}
+    nothing = {"routes": [], "traffic_policies": []}
+    assert canary_resilience_expect({"outlier_detection": {}}, "reviews", host) == nothing
+    assert canary_resilience_expect({}, "reviews", host) == {"routes": [], "traffic_policies": []}
 
 
 @pytest.mark.parametrize(("body", "version"), [
