@@ -243,6 +243,14 @@ def kubectl(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess
     return subprocess.run(["kubectl", *args], input=stdin, capture_output=True, text=True, check=False, timeout=120)
 
 
+def helm_releases_any_status() -> list[dict]:
+    """Every Helm release in every namespace, whatever its status (``pending-*``
+    and ``failed`` included), as ``helm list -o json`` gives them."""
+    out = subprocess.run(["helm", "list", "-A", "-a", "-o", "json"], capture_output=True, text=True, check=True,
+                         timeout=120).stdout
+    return json.loads(out)
+
+
 CERT_MANAGER_CRDS = ("certificates.cert-manager.io", "clusterissuers.cert-manager.io",
                      "certificaterequests.cert-manager.io", "orders.acme.cert-manager.io",
                      "challenges.acme.cert-manager.io", "issuers.cert-manager.io")

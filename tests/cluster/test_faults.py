@@ -19,15 +19,13 @@ a reset (conftest.reset_cluster).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
 
 import pytest
 from kubernetes import client
 
-from conftest import REPO_ROOT, STATE, eventually, reset_cluster, run_per_host, run_playbook
+from conftest import REPO_ROOT, STATE, eventually, helm_releases_any_status, reset_cluster, run_per_host, run_playbook
 
 pytestmark = pytest.mark.cluster
 
@@ -43,9 +41,7 @@ def fresh_cluster_afterwards():
 
 
 def helm_releases() -> list[dict]:
-    out = subprocess.run(["helm", "list", "-A", "-a", "-o", "json"], capture_output=True, text=True, check=True,
-                         timeout=120).stdout
-    return [{"name": r["name"], "namespace": r["namespace"], "status": r["status"]} for r in json.loads(out)]
+    return [{"name": r["name"], "namespace": r["namespace"], "status": r["status"]} for r in helm_releases_any_status()]
 
 
 def test_a_chart_repository_down_is_named_before_any_change(tmp_path):

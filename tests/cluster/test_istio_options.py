@@ -27,7 +27,8 @@ import urllib.request
 import pytest
 from kubernetes import client
 
-from conftest import ISTIO_VERSION, REPO_ROOT, assert_istio_analyze_clean, eventually, run_playbook
+from conftest import (ISTIO_VERSION, REPO_ROOT, assert_istio_analyze_clean, eventually, helm_releases_any_status,
+                      run_playbook)
 
 SITE = REPO_ROOT / "playbooks/site.yml"
 TEARDOWN = REPO_ROOT / "playbooks/teardown.yml"
@@ -49,8 +50,7 @@ WITH_CRDS = {"istio_install_teardown_crds": True}
 
 def istio_releases() -> dict[str, dict]:
     """Helm releases of Istio's charts (any status), keyed namespace/name."""
-    out = subprocess.run(["helm", "list", "-A", "-a", "-o", "json"], capture_output=True, text=True, check=True).stdout
-    return {f"{r['namespace']}/{r['name']}": r for r in json.loads(out)
+    return {f"{r['namespace']}/{r['name']}": r for r in helm_releases_any_status()
             if r["namespace"] == ISTIO_NS or re.sub(r"-v?[0-9]+\.[0-9]+\.[0-9]+.*$", "", r["chart"]) in ISTIO_CHARTS}
 
 

@@ -26,7 +26,8 @@ import uuid
 import pytest
 from kubernetes import client
 
-from conftest import REPO_ROOT, changes_by_others, cluster_snapshot, eventually, module_play, reset_cluster, run_playbook
+from conftest import (REPO_ROOT, changes_by_others, cluster_snapshot, eventually, helm_releases_any_status, module_play,
+                      reset_cluster, run_playbook)
 
 SITE = REPO_ROOT / "playbooks/site.yml"
 TEARDOWN = REPO_ROOT / "playbooks/teardown.yml"
@@ -60,8 +61,7 @@ def drop(k8s):
 
 
 def helm_statuses() -> dict[str, str]:
-    out = subprocess.run(["helm", "list", "-A", "-a", "-o", "json"], capture_output=True, text=True, check=True).stdout
-    return {f"{r['namespace']}/{r['name']}": r["status"] for r in json.loads(out)}
+    return {f"{r['namespace']}/{r['name']}": r["status"] for r in helm_releases_any_status()}
 
 
 def test_a_held_lock_stops_site_and_teardown_before_any_change(k8s, tmp_path):
