@@ -248,6 +248,30 @@ def transport_error_text(exc):
     return re.sub(r"^<?[A-Za-z]*Connection(Pool)?(\(host=[^)]*\)| object at 0x[0-9a-f]+>):\s*", '', text)
 
 
+# What a client prints when the API server did not answer or went away
+# mid-request (Go's HTTP client and client-go as Helm prints them, urllib3 and
+# http.client as the kubernetes Python client raises them, and the API server
+# itself while it starts): worth another try. Errors from an API server that
+# answered (a refused object, RBAC) are not here.
+TRANSIENT_API_ERROR = re.compile(
+    r"connection refused|connection reset by peer|broken pipe|i/o timeout|TLS handshake timeout"
+    r"|http2: (?:client connection lost|server sent GOAWAY)|unexpected EOF|: EOF\b|Kubernetes cluster unreachable"
+    r"|Connection aborted|RemoteDisconnected|Remote end closed connection|Failed to establish a new connection"
+    r"|Read timed out|the server is currently unable to handle the request"
+    r"|etcdserver: (?:request timed out|leader changed)|the server was unable to return a response in the time allotted"
+    r"|Client\.Timeout exceeded|the server has received too many requests",
+    re.IGNORECASE,
+)
+
+
+def transient_api_error(text):
+    """The first line of ``text`` that says the API server did not answer, or ''."""
+    for line in str(text).splitlines():
+        if TRANSIENT_API_ERROR.search(line):
+            return line.strip().lstrip('*').strip()[:300]
+    return ''
+
+
 def is_fatal_api_error(exc):
     """Authentication and authorization errors will not go away by waiting."""
     return isinstance(exc, ApiException) and exc.status in (401, 403)

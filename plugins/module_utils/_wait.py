@@ -107,17 +107,32 @@ def wait_with_progress(check, params, progress=None, waiting_for=None, clock=tim
     With ``progress`` (a callable taking a line) and ``params['progress_interval']``
     above 0, a line ``waiting <elapsed>s of <timeout>s for <what>`` is given
     at most once per interval, the first after one interval; ``waiting_for(result)``
-    says what is still awaited in the latest attempt's result."""
+    says what is still awaited in the latest attempt's result.
+
+    An attempt whose result says ``unreachable`` (nothing answered: an API
+    server outage) is said at once, whatever the interval, and so is the first
+    attempt after it that reached the API server again, with how long it did
+    not answer."""
     start = clock()
     last = {}
     interval = params.get('progress_interval') or 0
     said = [None]
+    outage = [None]
 
     def attempt(remaining):
         status, result = check(remaining)
         last.clear()
         last.update(result)
         elapsed = clock() - start
+        if progress and interval:
+            if result.get('unreachable') and outage[0] is None:
+                outage[0] = elapsed
+                progress('the API server does not answer (%s); waiting on (%ds of %ds)'
+                         % (result.get('error', 'no answer'), elapsed, params['timeout']))
+            elif not result.get('unreachable') and outage[0] is not None:
+                progress('the API server answers again, after %.0f s without an answer; waiting on (%ds of %ds)'
+                         % (elapsed - outage[0], elapsed, params['timeout']))
+                outage[0] = None
         if (progress and waiting_for and interval and elapsed >= interval
                 and (said[0] is None or elapsed - said[0] >= interval)):
             said[0] = elapsed

@@ -239,6 +239,41 @@ def reset_cluster() -> None:
     assert proc.returncode == 0, f"the cluster reset failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
 
 
+def api_server_outage(down: float) -> dict:
+    """A real outage of the test cluster's API server: kube-apiserver killed
+    (SIGKILL, as a crash would), kept down ``down`` seconds, then started again
+    with the same command line and environment, keeping etcd and every other
+    component as they were (``cluster.sh restart`` would end every process in
+    the namespace, the calling test too). Returns when /readyz answers again,
+    with the times (monotonic) it went down and came back."""
+    pid_file = STATE / "run" / "kube-apiserver.pid"
+    pid = int(pid_file.read_text())
+    proc_dir = Path(f"/proc/{pid}")
+    argv = [a.decode() for a in (proc_dir / "cmdline").read_bytes().split(b"\0") if a]
+    env = dict(item.decode().split("=", 1) for item in (proc_dir / "environ").read_bytes().split(b"\0") if b"=" in item)
+    cwd = os.readlink(proc_dir / "cwd")
+    os.kill(pid, 9)
+    went_down = time.monotonic()
+    while proc_dir.exists() and "zombie" not in _proc_state(proc_dir):
+        time.sleep(0.02)
+    time.sleep(max(0.0, down - (time.monotonic() - went_down)))
+    with open(STATE / "logs" / "kube-apiserver.log", "ab") as log:
+        server = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                  start_new_session=True)
+    pid_file.write_text(str(server.pid))
+    started = time.monotonic()
+    eventually("kube-apiserver /readyz after the outage",
+               lambda: kubectl("get", "--raw", "/readyz").returncode == 0, timeout=120, step=0.25)
+    return {"down_at": went_down, "restarted_at": started, "ready_at": time.monotonic()}
+
+
+def _proc_state(proc_dir: Path) -> str:
+    try:
+        return (proc_dir / "status").read_text().split("State:", 1)[1].split("\n", 1)[0].lower()
+    except (OSError, IndexError):
+        return "zombie"
+
+
 def kubectl(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(["kubectl", *args], input=stdin, capture_output=True, text=True, check=False, timeout=120)
 

@@ -11,7 +11,12 @@ Real faults of the local test cluster, not simulated answers:
   then continued;
 - istiod down while Bookinfo deploys: istiod's Deployment scaled to 0 (the
   workload runner stops the real pilot-discovery), so the API server's calls
-  to its sidecar injection webhook fail, as they do on a real cluster.
+  to its sidecar injection webhook fail, as they do on a real cluster;
+- the API server killed (SIGKILL) during a Helm install, during a wait and
+  during an apply, and started again some seconds later with etcd and every
+  other component as they were (conftest.api_server_outage). Each is caught
+  at its moment by what the cluster shows (Helm's pending-install record, the
+  applied Deployments, the namespace the apply creates), not by a timer.
 
 The module starts from the fresh cluster `make test` leaves it and ends with
 a reset (conftest.reset_cluster).
@@ -21,11 +26,14 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+import time
 
 import pytest
 from kubernetes import client
 
-from conftest import REPO_ROOT, STATE, eventually, helm_releases_any_status, reset_cluster, run_per_host, run_playbook
+from conftest import (REPO_ROOT, STATE, api_server_outage, eventually, helm_releases_any_status, reset_cluster,
+                      run_per_host, run_playbook)
 
 pytestmark = pytest.mark.cluster
 
@@ -129,3 +137,137 @@ def test_istiod_down_while_bookinfo_deploys_is_named_and_a_rerun_converges(k8s):
     pods = client.CoreV1Api(k8s).list_namespaced_pod(NS).items
     assert pods and all(any(c.name == "istio-proxy" for c in (p.spec.containers or []) + (p.spec.init_containers or []))
                         for p in pods), [p.metadata.name for p in pods]
+
+
+class OutageWhen(threading.Thread):
+    """Takes the API server down for ``down`` seconds the first time
+    ``seen()`` is true (polled every 20 ms while the run goes on; an error
+    counts as not yet), then runs ``after`` if given."""
+
+    def __init__(self, seen, down: float = 6.0, timeout: float = 600, after=None):
+        super().__init__(daemon=True)
+        self.seen, self.down, self.timeout, self.after = seen, down, timeout, after
+        self.outage: dict | None = None
+        self.error: BaseException | None = None
+
+    def run(self):
+        deadline = time.monotonic() + self.timeout
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    hit = self.seen()
+                except Exception:  # noqa: BLE001  (the API server is the thing under test)
+                    hit = False
+                if hit:
+                    self.outage = api_server_outage(self.down)
+                    return
+                time.sleep(0.02)
+        except BaseException as exc:  # noqa: BLE001  (reported by the test)
+            self.error = exc
+        finally:
+            if self.after:
+                self.after()
+
+    def result(self) -> dict:
+        self.join(timeout=180)
+        assert self.error is None, self.error
+        assert self.outage, "the moment to take the API server down never came"
+        return self.outage
+
+
+def item_results(run, task: str) -> list[dict]:
+    """The results of a task (of each item, for a loop) whose name has ``task`` in it."""
+    out = []
+    for name, _host, result in run.task_results():
+        if task in name:
+            out += result.get("results", [result])
+    return out
+
+
+def test_api_server_killed_during_a_helm_install_is_ridden_out(k8s):
+    """The API server is killed the moment Helm has recorded istio-base as
+    pending-install, and comes back 6 s later: the Helm step says it could not
+    reach the API server and tries again, finds the release an install never
+    finished, uninstalls and installs it again, and the run succeeds; each
+    release once, deployed."""
+    reset_cluster()
+    core = client.CoreV1Api(k8s)
+
+    def pending_install():
+        return core.list_namespaced_secret("istio-system", label_selector="owner=helm,status=pending-install",
+                                           _request_timeout=2).items
+
+    outage = OutageWhen(pending_install)
+    outage.start()
+    run = run_playbook(SITE, "--tags", "istio")
+    down = outage.result()
+    assert run.rc == 0, run.explain()
+    base = [r for r in item_results(run, "Install or upgrade the control plane charts")
+            if r.get("item", {}).get("name") == "istio-base"]
+    assert base and base[0]["retries"], base
+    assert any("could not reach the API server for release istio-system/istio-base" in line
+               for line in base[0]["retries"]), base[0]["retries"]
+    assert base[0]["cleared_pending"] and "was pending-install" in base[0]["cleared_pending"][0], base[0]
+    # said while it happened, not only in the result
+    assert "could not reach the API server for release istio-system/istio-base" in run.stderr, run.stderr[-3000:]
+    assert "uninstalling it to install it again" in run.stderr, run.stderr[-3000:]
+    releases = helm_releases()
+    assert sorted(r["name"] for r in releases) == ["istio-base", "istio-ingressgateway", "istiod"], releases
+    assert {r["status"] for r in releases} == {"deployed"}, releases
+    assert down["ready_at"] - down["down_at"] >= 6
+    again = run_playbook(SITE, "--tags", "istio")
+    assert again.rc == 0 and again.changed == 0, again.explain()
+
+
+def test_api_server_killed_during_a_wait_is_ridden_out(k8s):
+    """Bookinfo applied, its pods not Ready yet (KWOK, the kubelets' stand-in,
+    paused), and the API server killed for 6 s while the role waits: the wait
+    says nothing answered and goes on, the pods become Ready once KWOK runs
+    again, and the run succeeds."""
+    apps = client.AppsV1Api(k8s)
+    namespace = f"{NS}-wait"
+
+    def applied():
+        return len(apps.list_namespaced_deployment(namespace, _request_timeout=2).items) >= 6
+
+    def resume():
+        pause_component("kwok", signal.SIGCONT)
+
+    pause_component("kwok", signal.SIGSTOP)
+    outage = OutageWhen(applied, after=resume)
+    try:
+        outage.start()
+        run = run_playbook(SITE, "--tags", "bookinfo", extra_vars={"bookinfo_namespace": namespace})
+    finally:
+        resume()
+    outage.result()
+    assert run.rc == 0, run.explain()
+    assert "the API server does not answer (" in run.stderr, run.stderr[-3000:]
+    assert "the API server answers again, after" in run.stderr, run.stderr[-3000:]
+    deployments = [d.metadata.name for d in apps.list_namespaced_deployment(namespace).items]
+    assert len(deployments) == len(set(deployments)) == 6, deployments
+
+
+def test_api_server_killed_during_an_apply_is_ridden_out(k8s):
+    """The API server is killed the moment the Bookinfo apply has created its
+    namespace, for 6 s: the apply fails for want of an answer, is tried again
+    (the roles' writes retry what `servicemesh.istio.api_unreachable` calls
+    transient) and the run succeeds; six Deployments, each once, and a rerun
+    changes nothing."""
+    core, apps = client.CoreV1Api(k8s), client.AppsV1Api(k8s)
+    namespace = f"{NS}-apply"
+
+    def created():
+        return core.list_namespace(field_selector=f"metadata.name={namespace}", _request_timeout=2).items
+
+    outage = OutageWhen(created)
+    outage.start()
+    run = run_playbook(SITE, "--tags", "bookinfo", extra_vars={"bookinfo_namespace": namespace})
+    outage.result()
+    assert run.rc == 0, run.explain()
+    applied, = item_results(run, "Label the namespace and deploy Bookinfo")
+    assert applied["attempts"] > 1, applied
+    deployments = [d.metadata.name for d in apps.list_namespaced_deployment(namespace).items]
+    assert len(deployments) == len(set(deployments)) == 6, deployments
+    again = run_playbook(SITE, "--tags", "bookinfo", extra_vars={"bookinfo_namespace": namespace})
+    assert again.rc == 0 and again.changed == 0, again.explain()

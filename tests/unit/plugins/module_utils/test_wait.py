@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.servicemesh.istio.plugins.module_utils._wait import Backoff, next_sleep, wait_until
+from ansible_collections.servicemesh.istio.plugins.module_utils._wait import Backoff, next_sleep, wait_until, wait_with_progress
 
 
 @pytest.mark.parametrize('initial, factor, maximum, expected', [
@@ -111,3 +111,24 @@ def test_wait_until_without_timeout_passes_none():
 def test_wait_until_rejects_unknown_status():
     with pytest.raises(ValueError):
         wait_until(lambda r: ('maybe', None), 1, Backoff())
+
+
+def test_an_api_outage_is_said_when_it_starts_and_when_it_ends():
+    """Progress every 30 s, but the outage (attempts 2 to 4 unreachable) is
+    said at once, and so is the first attempt that reached the API again."""
+    clock = FakeClock()
+    lines = []
+    answers = iter([{}, {'unreachable': True, 'error': 'Connection refused'}, {'unreachable': True, 'error': 'x'},
+                    {'unreachable': True, 'error': 'y'}, {}, {'done': True}])
+
+    def check(remaining):
+        del remaining
+        result = next(answers)
+        return ('ok' if result.get('done') else 'retry'), result
+
+    params = dict(timeout=120, initial_sleep=1, backoff_factor=2, max_sleep=10, progress_interval=30)
+    outcome, dummy = wait_with_progress(check, params, lines.append, lambda result: 'something', clock=clock,
+                                        sleep=clock.sleep)
+    assert outcome.success
+    assert lines == ['the API server does not answer (Connection refused); waiting on (1s of 120s)',
+                     'the API server answers again, after 14 s without an answer; waiting on (15s of 120s)']
