@@ -11,6 +11,11 @@
 #   cluster.sh status           what runs, API health, nodes
 #   cluster.sh exec -- CMD...   run CMD inside the namespace with KUBECONFIG set
 #   cluster.sh kubeconfig       print the kubeconfig path
+#
+# SMI_PROFILE=instant|realistic (start, reset; default instant) chooses the
+# latency profile, SMI_PROFILE_SEED (an integer, default 1) its jitter; both
+# are recorded in $SMI_STATE/profile.json for the components, restart keeps
+# them (hack/testcluster/latency.py, docs/testing.md).
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 NODES=${SMI_NODES:-2}
@@ -21,6 +26,7 @@ KUBECONFIG_PATH="$SMI_STATE/kubeconfig"
 PKI="$SMI_STATE/pki"
 K8S_BIN=$(bin_dir kubernetes "$KUBERNETES_VERSION")
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok lb-controller workload-runner gateway-standin chart-mirror acme-lab)
+PROFILE_FILE="$SMI_STATE/profile.json"
 # The interface that holds the ClusterIPs and pod IPs (as /32) that
 # workload_runner.py serves on: the namespace's loopback (this kernel may have no
 # dummy driver; an address on lo is local by construction and adds no route).
@@ -125,6 +131,29 @@ make_pki() {
   write_kubeconfig "$SMI_STATE/kwok.kubeconfig" kwok
 }
 
+# The recorded profile ("instant" when none is recorded).
+profile_name() {
+  if [ -f "$PROFILE_FILE" ]; then sed -n 's/.*"profile": *"\([a-z]*\)".*/\1/p' "$PROFILE_FILE"; else echo instant; fi
+}
+
+# check_profile: SMI_PROFILE and SMI_PROFILE_SEED are valid (or unset).
+check_profile() {
+  case "${SMI_PROFILE:-instant}" in
+    instant | realistic) ;;
+    *) die "SMI_PROFILE=$SMI_PROFILE is not a latency profile; use instant (the default) or realistic" ;;
+  esac
+  [[ "${SMI_PROFILE_SEED:-1}" =~ ^[0-9]{1,9}$ ]] || die "SMI_PROFILE_SEED=$SMI_PROFILE_SEED is not a whole number (0 to 999999999)"
+}
+
+# record_profile: write SMI_PROFILE (default: the recorded one, else instant)
+# and SMI_PROFILE_SEED (default 1) down for the components.
+record_profile() {
+  check_profile
+  local seed=${SMI_PROFILE_SEED:-1}
+  printf '{"profile": "%s", "seed": %d}\n' "${SMI_PROFILE:-$(profile_name)}" "$((10#$seed))" >"$PROFILE_FILE.tmp"
+  mv "$PROFILE_FILE.tmp" "$PROFILE_FILE"
+}
+
 preflight() {
   need_root
   command -v ip >/dev/null || die "the 'ip' command (iproute2) is missing; install it with: apt-get install iproute2"
@@ -135,6 +164,7 @@ preflight() {
 
 cmd_start() {
   preflight
+  check_profile
   if ns_exists; then
     if api_ready && pid_alive kube-apiserver; then
       log "the test cluster is already running (hack/testcluster/cluster.sh status for details)"
@@ -147,6 +177,7 @@ cmd_start() {
 
   rm -rf "$SMI_STATE"
   mkdir -p "$SMI_STATE/logs" "$SMI_STATE/run" "$SMI_STATE/bin"
+  record_profile
   ln -sf "$K8S_BIN/kubectl" "$SMI_STATE/bin/kubectl"
   ln -sf "$(bin_dir helm "$HELM_VERSION")/helm" "$SMI_STATE/bin/helm"
   ln -sf "$(bin_dir istioctl "$(istio_build_pseudo)")/istioctl" "$SMI_STATE/bin/istioctl"
@@ -171,6 +202,9 @@ cmd_restart() {
   if [ ! -d "$SMI_STATE/etcd" ] || [ ! -f "$PKI/ca.crt" ]; then
     die "no cluster state to restart in $SMI_STATE (no etcd data or PKI); start a new cluster with: hack/testcluster/cluster.sh start"
   fi
+  if [ -n "${SMI_PROFILE:-}" ] && [ "$SMI_PROFILE" != "$(profile_name)" ]; then
+    die "the cluster in $SMI_STATE runs the $(profile_name) latency profile and restart keeps it; change it with SMI_PROFILE=$SMI_PROFILE hack/testcluster/cluster.sh reset (or stop and start)"
+  fi
   cmd_stop
   bash "$TC_DIR/build.sh"
   bash "$TC_DIR/mirror.sh"
@@ -188,7 +222,7 @@ start_components() {
 
 # The components that hold cluster state (everything but the ACME lab and the
 # chart mirror, which keep none), in the order they stop.
-STATEFUL=(gateway-standin workload-runner lb-controller kwok kube-scheduler kube-controller-manager kube-apiserver etcd)
+STATEFUL=(pod-latency gateway-standin workload-runner lb-controller kwok kube-scheduler kube-controller-manager kube-apiserver etcd)
 
 # stop_component NAME: TERM, up to 10 s, then KILL; the pid file goes.
 stop_component() {
@@ -219,6 +253,13 @@ cmd_reset() {
     die "no running test cluster to reset; start one with: hack/testcluster/cluster.sh start"
   fi
   local t0=$SECONDS c f entry
+  # A profile or seed given now replaces the recorded one (checked before anything stops).
+  if [ -n "${SMI_PROFILE:-}${SMI_PROFILE_SEED:-}" ]; then
+    local recorded
+    recorded=$(cat "$PROFILE_FILE" 2>/dev/null || true)
+    record_profile
+    [ "$recorded" = "$(cat "$PROFILE_FILE")" ] || log "latency profile now: $(cat "$PROFILE_FILE")"
+  fi
   for c in "${STATEFUL[@]}"; do stop_component "$c"; done
   for f in "$SMI_STATE"/run/workloads/*.pid; do
     [ -f "$f" ] || continue
@@ -227,7 +268,7 @@ cmd_reset() {
   done
   for entry in "$SMI_STATE"/*; do
     case "$(basename "$entry")" in
-      acme | bin | logs | pki | run | *kubeconfig) ;;
+      acme | bin | logs | pki | run | *kubeconfig | profile.json) ;;
       *) rm -rf "$entry" ;;
     esac
   done
@@ -274,12 +315,24 @@ launch_components() {
     --authentication-kubeconfig "$SMI_STATE/scheduler.kubeconfig" \
     --authorization-kubeconfig "$SMI_STATE/scheduler.kubeconfig" \
     --bind-address 127.0.0.1 --secure-port 10259 --leader-elect=false --profiling=false --v=1
-  local stage stages=()
-  for stage in "$TC_DIR"/kwok/*.yaml; do stages+=(--config "$stage"); done
+  local stage stages=() profile
+  profile=$(profile_name)
+  for stage in "$TC_DIR"/kwok/*.yaml; do
+    if [ "$profile" = realistic ] && [ "$(basename "$stage")" = smistio-pod-running.yaml ]; then
+      # Pods become Ready at the time the pod annotator gives them.
+      mkdir -p "$SMI_STATE/kwok"
+      "$REPO_ROOT/.venv/bin/python" "$TC_DIR/latency.py" kwok-stage "$stage" "$SMI_STATE/kwok/$(basename "$stage")"
+      stage="$SMI_STATE/kwok/$(basename "$stage")"
+    fi
+    stages+=(--config "$stage")
+  done
   launch kwok "$(bin_dir kwok "$KWOK_VERSION")/kwok" --kubeconfig "$SMI_STATE/kwok.kubeconfig" \
     --manage-all-nodes=true "${stages[@]}" --server-address 127.0.0.1:10247 \
     --cidr 10.244.0.1/16 --node-ip 10.250.0.1
-  launch lb-controller "$REPO_ROOT/.venv/bin/python" -u "$TC_DIR/lb_controller.py" "$KUBECONFIG_PATH"
+  if [ "$profile" = realistic ]; then
+    launch pod-latency "$REPO_ROOT/.venv/bin/python" -u "$TC_DIR/latency.py" annotate "$KUBECONFIG_PATH" "$SMI_STATE"
+  fi
+  launch lb-controller env SMI_STATE="$SMI_STATE" "$REPO_ROOT/.venv/bin/python" -u "$TC_DIR/lb_controller.py" "$KUBECONFIG_PATH"
   launch workload-runner env SMI_CACHE="$SMI_CACHE" SMI_SERVICE_IP_IF="$SERVICE_IP_IF" \
     "$REPO_ROOT/.venv/bin/python" -u "$TC_DIR/workload_runner.py" "$KUBECONFIG_PATH" "$SMI_STATE"
   # The one stand-in left for a data plane: Istio gateways' Envoy, answering
@@ -319,7 +372,7 @@ metadata:
   wait_for "the chart mirror" 20 "$SMI_STATE/logs/chart-mirror.log" mirror_up
   acme_up() { [ -f "$SMI_STATE/acme/site-vars.json" ]; }
   wait_for "the ACME lab (knotd, Pebble)" 30 "$SMI_STATE/logs/acme-lab.log" acme_up
-  log "test cluster up in $((SECONDS - t0)) s: Kubernetes $("$K8S_BIN/kubectl" version --client -o json 2>/dev/null | sed -n 's/.*"gitVersion": "\(.*\)".*/\1/p' | head -1), $NODES nodes, charts at http://127.0.0.1:$MIRROR_PORT/charts"
+  log "test cluster up in $((SECONDS - t0)) s ($profile latency profile$([ "$profile" = instant ] || echo ", $(cat "$PROFILE_FILE")")): Kubernetes $("$K8S_BIN/kubectl" version --client -o json 2>/dev/null | sed -n 's/.*"gitVersion": "\(.*\)".*/\1/p' | head -1), $NODES nodes, charts at http://127.0.0.1:$MIRROR_PORT/charts"
   log "kubeconfig: $KUBECONFIG_PATH (use it inside the namespace: hack/testcluster/cluster.sh exec -- kubectl get nodes)"
 }
 
@@ -370,6 +423,8 @@ cmd_status() {
     return 3
   fi
   local c rc=0
+  [ "$(profile_name)" = instant ] || COMPONENTS+=(pod-latency)
+  echo "latency profile: $(profile_name)$([ -f "$PROFILE_FILE" ] && echo " ($(cat "$PROFILE_FILE"))")"
   for c in "${COMPONENTS[@]}"; do
     if pid_alive "$c"; then printf '%-24s running (pid %s)\n' "$c" "$(cat "$SMI_STATE/run/$c.pid")"; else
       printf '%-24s NOT RUNNING (log: %s)\n' "$c" "$SMI_STATE/logs/$c.log"

@@ -60,6 +60,11 @@ For each Deployment of those kinds the runner
    it and removes the addresses when the Deployment goes away (or is scaled
    to 0).
 
+On the realistic latency profile (``$STATE_DIR/profile.json``, latency.py)
+a Deployment's process starts first after its pod's image pull and container
+start (``latency.Profile.pod_delay``, the delay the pod annotator gives its
+pod), then takes its own real start-up time; restarts are not delayed.
+
 Usage: workload_runner.py KUBECONFIG STATE_DIR
 """
 
@@ -82,6 +87,8 @@ from types import SimpleNamespace
 
 import yaml
 from kubernetes import client, config
+
+import latency
 
 TC_DIR = Path(__file__).resolve().parent
 CACHE = Path(os.environ.get("SMI_CACHE", "/var/cache/servicemesh-istio"))
@@ -1023,11 +1030,12 @@ def main() -> int:
     config.load_kube_config(config_file=kubeconfig)
     admin = yaml.safe_load(Path(kubeconfig).read_text())
     apps, core = client.AppsV1Api(), client.CoreV1Api()
+    profile = latency.load(state)
     instances: dict[tuple[str, tuple[str, str]], Instance] = {}
     for wl in WORKLOADS:
         binary, what = wl.binary()
         log(f"workload runner: {wl.name}: {binary} ({what}; {'present' if binary.is_file() else 'NOT BUILT YET'})")
-    log(f"workload runner: Service and pod addresses on {IFACE}")
+    log(f"workload runner: Service and pod addresses on {IFACE}; {profile.name} latency profile")
     ensure_iface()
 
     def shutdown(_sig, _frame):
@@ -1065,6 +1073,12 @@ def main() -> int:
             for key, want in desired.items():
                 if key not in instances:
                     instances[key] = Instance(want["workload"], want["key"], state)
+                    dep = want["deployment"]
+                    delay, why = profile.pod_delay(dep.metadata.namespace, dep.metadata.name,
+                                                   latency.pod_images(dep.spec.template.spec))
+                    if delay:
+                        instances[key].next_start = time.monotonic() + delay
+                        log(f"{instances[key].name()}: starting in {delay:.1f} s ({profile.name} profile: {why})")
                 inst = instances[key]
                 if inst.proc is not None and inst.fingerprint != want["fingerprint"]:
                     inst.stop("the Deployment, its inputs or its Service changed", keep_network=True)
