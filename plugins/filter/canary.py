@@ -21,6 +21,7 @@ LABEL_VALUE = re.compile(r'^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$')
 LABEL_KEY = re.compile(r'^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$')
 DURATION = re.compile(r'^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$')
 MANAGED_BY = 'servicemesh.istio'
+MEASURE_SOURCES = ('requests', 'prometheus')
 ROLE_LABEL = 'servicemesh.istio/role'
 
 
@@ -140,7 +141,7 @@ def canary_input_errors(params):
 
     ``params`` holds the role's variables without their ``canary_`` prefix: service, namespace, subsets, weights,
     mode, stable_subset, canary_subset, steps, threshold, success_rate_min, latency_p99_max_ms, min_requests,
-    measure_requests, measure_sigma, resilience.
+    measure_requests, measure_sigma, measure_source, measure_window, resilience.
     """
     if not isinstance(params, Mapping):
         raise AnsibleFilterError('canary_input_errors expects a mapping of the role variables')
@@ -204,6 +205,12 @@ def canary_input_errors(params):
     sigma = params.get('measure_sigma', 3)
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or sigma <= 0:
         errors.append('canary_measure_sigma must be a positive number, got %r' % (sigma,))
+    source = params.get('measure_source', 'requests')
+    if source not in MEASURE_SOURCES:
+        errors.append('canary_measure_source must be one of %s, got %r' % (', '.join(MEASURE_SOURCES), source))
+    window = params.get('measure_window', 60)
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        errors.append('canary_measure_window must be a positive number of seconds, got %r' % (window,))
     errors += _resilience_errors(params.get('resilience') or {})
     return errors
 
@@ -305,7 +312,7 @@ def canary_plan(current_rule, wanted_subsets, wanted_weights):
     else:
         order = 'dr_vs'
     kept = [s for s in _list(_dict(_dict(current_rule).get('spec')).get('subsets')) if s.get('name') in removed]
-    return {'added': added, 'removed': removed, 'order': order,
+    return {'added': added, 'removed': removed, 'order': order, 'subsets': list(_list(wanted_subsets)),
             'union_subsets': list(_list(wanted_subsets)) + kept,
             'weights': canary_weights(wanted_weights)}
 
@@ -401,13 +408,17 @@ def canary_classify(body):
     return 'unclassified'
 
 
-def canary_split_verdict(counts, weights, sigma=3, subsets=None):
+def canary_split_verdict(counts, weights, sigma=3, subsets=None, min_total=1):
     """Per subset, observed count and share against the expected share with a binomial band of ``sigma`` standard
     deviations; ``ok`` when every subset lies inside its band. ``counts`` may be keyed by reviews version: with
     ``subsets``, a version counts for the subset whose ``labels.version`` it is. Observations of anything else count
-    against the total and are listed with an expected share of 0."""
+    against the total and are listed with an expected share of 0 (when there are any).
+
+    ``verdict`` is ``pass``, ``fail``, or ``undecided`` when fewer than ``min_total`` observations were counted
+    (no traffic is never a pass)."""
     weights = canary_weights(weights)
     sigma = float(sigma)
+    min_total = max(1, int(min_total))
     by_version = {str(_dict(s.get('labels')).get('version')): s.get('name') for s in _list(subsets)
                   if _dict(s.get('labels')).get('version')}
     counts_in = {str(k): int(v) for k, v in _dict(counts).items()}
@@ -417,7 +428,7 @@ def canary_split_verdict(counts, weights, sigma=3, subsets=None):
         counts[name] = counts.get(name, 0) + value
     total = sum(counts.values())
     rows = []
-    for name in list(weights) + [k for k in counts if k not in weights]:
+    for name in list(weights) + [k for k in counts if k not in weights and counts[k] > 0]:
         expected = weights.get(name, 0) / 100.0
         count = counts.get(name, 0)
         share = count / total if total else 0.0
@@ -429,8 +440,44 @@ def canary_split_verdict(counts, weights, sigma=3, subsets=None):
                      'line': '%s: %d of %d (%.1f%%), expected %.1f%%, band %.1f%%..%.1f%% (%g sigma): %s' % (
                          name or '(none)', count, total, 100 * share, 100 * expected, 100 * low, 100 * high,
                          sigma, 'inside' if ok else 'OUTSIDE')})
-    return {'total': total, 'ok': total > 0 and all(r['ok'] for r in rows), 'subsets': rows,
-            'lines': [r['line'] for r in rows] if total else ['no request was classified']}
+    if total < min_total:
+        return {'total': total, 'ok': False, 'verdict': 'undecided', 'subsets': rows,
+                'lines': ['no request was classified' if min_total == 1 else
+                          'cannot decide: %d requests counted, at least %d needed' % (total, min_total)]}
+    ok = all(r['ok'] for r in rows)
+    return {'total': total, 'ok': ok, 'verdict': 'pass' if ok else 'fail', 'subsets': rows,
+            'lines': [r['line'] for r in rows]}
+
+
+def canary_prometheus_counts(answer, label='destination_version'):
+    """Requests per ``label`` value counted from a Prometheus answer to a range-vector query of a counter
+    (``istio_requests_total{...}[60s]``, resultType matrix): for each series, the increase between its first and
+    its last sample in the window, a counter reset (a value lower than the one before) counting from zero. Unlike
+    PromQL's ``increase()``, nothing is extrapolated to the window's edges, so the sum is the number of requests
+    really counted (what a binomial band needs). A series without the label counts under ``unknown``."""
+    answer = _dict(answer)
+    if answer.get('status', 'success') != 'success':
+        raise AnsibleFilterError('canary_prometheus_counts: Prometheus answered %s: %s' % (
+            answer.get('status'), answer.get('error', '')))
+    data = _dict(answer.get('data'))
+    if data.get('resultType') not in (None, 'matrix'):
+        raise AnsibleFilterError('canary_prometheus_counts expects the answer to a range-vector query (matrix), got %s'
+                                 % data.get('resultType'))
+    out = {}
+    for series in _list(data.get('result')):
+        series = _dict(series)
+        key = str(_dict(series.get('metric')).get(label) or 'unknown')
+        values = []
+        for sample in _list(series.get('values')):
+            try:
+                values.append(float(_list(sample)[1]))
+            except (IndexError, TypeError, ValueError):
+                continue
+        increase = 0.0
+        for before, after in zip(values, values[1:]):
+            increase += after - before if after >= before else after
+        out[key] = out.get(key, 0) + increase
+    return {key: int(round(value)) for key, value in out.items()}
 
 
 # ---------------------------------------------------------------------------
@@ -493,6 +540,29 @@ def canary_step_weights(percent, stable_subset, canary_subset, subsets):
     return out
 
 
+def canary_promoted_subsets(subsets, stable_subset, canary_subset):
+    """The subsets once the canary is promoted as the new stable subset: ``stable_subset`` selects the pods of
+    ``canary_subset`` (its labels become the canary's); every other subset, the canary's included, is unchanged."""
+    canary = [s for s in _list(subsets) if s.get('name') == canary_subset]
+    if not canary or not any(s.get('name') == stable_subset for s in _list(subsets)):
+        raise AnsibleFilterError('canary_promoted_subsets: %s and %s must both be subsets' % (stable_subset, canary_subset))
+    return [dict(s, labels=dict(_dict(canary[0].get('labels')))) if s.get('name') == stable_subset else s
+            for s in _list(subsets)]
+
+
+def canary_promoted_as_stable(current_rule, current_weights, stable_subset, canary_subset, subsets):
+    """Whether the cluster already holds the canary promoted as the new stable subset: ``stable_subset`` takes all
+    the traffic and its labels in the DestinationRule on the cluster are the canary's (from ``subsets``)."""
+    weights = canary_weights(current_weights or {})
+    if weights.get(stable_subset) != 100:
+        return False
+    wanted = [s for s in _list(subsets) if s.get('name') == canary_subset]
+    on_cluster = [_dict(s) for s in _list(_dict(_dict(current_rule).get('spec')).get('subsets'))
+                  if _dict(s).get('name') == stable_subset]
+    return bool(wanted and on_cluster) and dict(_dict(on_cluster[0].get('labels'))) == dict(
+        _dict(wanted[0].get('labels')))
+
+
 class FilterModule:
     """The canary role's judgements."""
 
@@ -512,4 +582,7 @@ class FilterModule:
             'canary_gate': canary_gate,
             'canary_remaining_steps': canary_remaining_steps,
             'canary_step_weights': canary_step_weights,
+            'canary_prometheus_counts': canary_prometheus_counts,
+            'canary_promoted_subsets': canary_promoted_subsets,
+            'canary_promoted_as_stable': canary_promoted_as_stable,
         }

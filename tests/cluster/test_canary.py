@@ -23,6 +23,16 @@ gates read Istio's metrics from the real Prometheus, which scrapes a test
 exporter (a named simulation: no Envoy emits istio_requests_total here) whose
 figures the test chooses, since no traffic exists to be measured.
 
+The split measured from Prometheus (canary_measure_source=prometheus) reads
+the real Prometheus too, but what it counts is derived, not chosen: the test
+sends traffic (simulated users, a request every ~0.1 s) through the
+ProductpageSplitStandIn above, which routes each request by the weights istiod
+pushed and the DestinationRule's subset labels, and RoutedRequestsExporter
+exposes istio_requests_total as the reviews pods' sidecars would report it
+(reporter="destination"): one request per request the stand-in really routed
+to a pod, under that pod's version label. Simulated: the users' requests, and
+the exporter playing the sidecars' metrics endpoint (counter only, no latency).
+
 Bookinfo runs in its own namespace; the module installs Istio and Bookinfo
 with site.yml first and leaves an empty cluster afterwards (conftest.reset_cluster).
 """
@@ -31,9 +41,11 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import urllib.parse
 import urllib.request
+from collections import Counter
 
 import pytest
 from kubernetes import client
@@ -237,7 +249,7 @@ def test_a_subset_selecting_the_wrong_pods_fails_the_measurement(k8s, mesh):
             run = canary(canary_subsets=wrong, canary_measure=True, canary_measure_url=standin.url)
         assert run.rc != 0, run.explain()
         failures = " ".join(run.failures())
-        assert "The measured split of " + NS + "/reviews is not the one configured" in failures, failures
+        assert "The measured split of " + NS + "/reviews (requests) is not the one configured" in failures, failures
         assert "expected 0.0%, band 0.0%..0.0% (3 sigma): OUTSIDE" in failures, failures
         assert {d["version"] for d in standin.decisions} == {"v1", "v2", "v3"}, standin.decisions[:5]
     finally:
@@ -388,8 +400,8 @@ def prometheus(k8s, mesh):
         kubectl("delete", "--ignore-not-found", "-f", ADDON)
 
 
-def progressive(prometheus_ip: str, **extra):
-    return canary(canary_mode="progressive", canary_steps=[50, 100], canary_interval=1, canary_threshold=2,
+def progressive(prometheus_ip: str, *args: str, **extra):
+    return canary(*args, canary_mode="progressive", canary_steps=[50, 100], canary_interval=1, canary_threshold=2,
                   canary_min_requests=20, canary_prometheus_url=f"http://{prometheus_ip}:9090", **extra)
 
 
@@ -421,6 +433,84 @@ def test_progressive_healthy_canary_is_promoted_and_a_rerun_resumes(k8s, prometh
     assert results_of(again, "Print the traffic split")[0]["canary_result"]["outcome"] == "already promoted"
 
 
+PROMOTE_DR = "Apply the DestinationRule with every subset the new routes need: dr_vs"
+PROMOTE_STEPS = (PROMOTE_DR, "Confirm istiod pushed the subset clusters to the callers' proxies",
+                 "Apply the VirtualService with the weights", "Confirm the weights reached the callers' routes")
+
+
+def promotion_tasks(run) -> list[str]:
+    """The apply tasks run inside 'Promote the canary as the new stable subset' (included file), in order."""
+    out, inside = [], False
+    for name, _h, result in run.task_results():
+        if name.endswith("Promote the canary as the new stable subset: v1 takes the labels of v2"):
+            inside = True
+            continue
+        if inside and not result.get("skipped"):
+            out.extend(step for step in PROMOTE_STEPS if name.endswith(step))
+        if name.endswith("Record the progressive run"):
+            break
+    return out
+
+
+def test_progressive_promote_as_stable(k8s, prometheus):
+    """canary_promote_as_stable: once every step passed, the stable subset v1 takes v2's labels in the
+    DestinationRule (applied first, its cluster confirmed pushed), then the VirtualService sends 100% to v1
+    (confirmed on productpage's route). A rerun changes nothing; from a canary left at 100% (a run stopped after
+    its last step) --check --diff previews the promotion and a run does it. Traffic through the stand-in then
+    reaches only v2's pods, through v1's cluster."""
+    ip, simulation = prometheus
+    simulation.set("v2", rps=5, error_ratio=0.0, latency_ms=40)
+    wait_for_requests(ip, "v2", 20)
+    promoted_dr = [{"name": "v1", "labels": {"version": "v2"}}, V1V2[1]]
+    try:
+        start = canary()
+        assert start.rc == 0 and weights_of(get(k8s, "virtualservices")) == {"v1": 80, "v2": 20}, start.explain()
+        run = progressive(ip, canary_promote_as_stable=True)
+        assert run.rc == 0, run.explain()
+        result = results_of(run, "Print the traffic split")[0]["canary_result"]
+        assert result["outcome"] == "promoted as stable", result
+        assert [(g["step"], g["verdict"]) for g in result["gates"]] == [(50, "pass"), (100, "pass")], result
+        assert result["weights"] == {"v1": 100, "v2": 0} and result["stable_labels"] == {"version": "v2"}, result
+        assert promotion_tasks(run) == list(PROMOTE_STEPS), run.explain()
+        assert get(k8s, "destinationrules")["spec"]["subsets"] == promoted_dr
+        assert weights_of(get(k8s, "virtualservices")) == {"v1": 100, "v2": 0}
+        pushed = results_of(run, "Confirm the weights reached the callers' routes")[-1]["proxies"][0]["routes"][0]
+        assert [(d["subset"], d["weight"]) for d in pushed["routes"][0]["destinations"]] == [("v1", 100)], pushed
+
+        again = progressive(ip, canary_promote_as_stable=True)
+        assert again.rc == 0 and again.changed == 0, again.explain()
+        assert results_of(again, "Print the traffic split")[0]["canary_result"]["outcome"] == \
+            "already promoted as stable"
+
+        with ProductpageSplitStandIn(k8s, NS) as standin:
+            for attempt in range(30):
+                with urllib.request.urlopen(standin.url, timeout=10) as resp:  # noqa: S310 - the stand-in on lo
+                    assert resp.status == 200, (attempt, resp.status)
+        assert {d["version"] for d in standin.decisions} == {"v2"}, standin.decisions[:5]
+        assert {d["cluster"] for d in standin.decisions} == {f"outbound|9080|v1|reviews.{NS}.svc.cluster.local"}
+
+        # A canary left at 100% by a run that stopped after its last step: previewed, then promoted.
+        left = canary(canary_weights={"v1": 0, "v2": 100})
+        assert left.rc == 0, left.explain()
+        assert get(k8s, "destinationrules")["spec"]["subsets"] == V1V2
+        before = cluster_snapshot()
+        check = progressive(ip, "--check", "--diff", canary_promote_as_stable=True)
+        assert check.rc == 0, check.explain()
+        previewed = [n.rsplit(" : ", 1)[-1] for n in check.changed_tasks()]
+        assert previewed == [PROMOTE_DR, "Apply the VirtualService with the weights"], check.explain()
+        assert changes(before) == []
+        resumed = progressive(ip, canary_promote_as_stable=True)
+        assert resumed.rc == 0, resumed.explain()
+        result = results_of(resumed, "Print the traffic split")[0]["canary_result"]
+        assert result["outcome"] == "promoted as stable" and result["gates"] == [], result
+        assert promotion_tasks(resumed) == list(PROMOTE_STEPS), resumed.explain()
+        assert get(k8s, "destinationrules")["spec"]["subsets"] == promoted_dr
+        assert weights_of(get(k8s, "virtualservices")) == {"v1": 100, "v2": 0}
+    finally:
+        back = canary()
+        assert back.rc == 0, back.explain()
+
+
 def test_progressive_failing_canary_is_rolled_back_with_its_figures(k8s, prometheus):
     ip, _simulation = prometheus
     run = progressive(ip, canary_subsets=[*V1V2, V3], canary_canary_subset="v3")
@@ -432,3 +522,137 @@ def test_progressive_failing_canary_is_rolled_back_with_its_figures(k8s, prometh
     assert weights_of(get(k8s, "virtualservices")) == {"v1": 100, "v2": 0, "v3": 0}
     back = canary()
     assert back.rc == 0, back.explain()
+
+
+# ---------------------------------------------------------------------------
+# The split measured from Prometheus, counted from the requests the stand-in routed
+# ---------------------------------------------------------------------------
+class RoutedRequestsExporter(IstioMetricsSimulation):
+    """istio_requests_total as the reviews pods' sidecars would report it (reporter="destination"), derived from
+    the requests ProductpageSplitStandIn really routed: each request it sent to a reviews pod (by the weights
+    istiod pushed to productpage's proxy and the DestinationRule's subset labels) counts once under that pod's
+    version label (destination_version). Nothing here is chosen by the test. Exposed like the simulation it
+    extends (an annotated Pod, its IP on the namespace's loopback); counter only, no latency histogram."""
+
+    def __init__(self, api_client, namespace: str, standin: ProductpageSplitStandIn):
+        super().__init__(api_client, namespace)
+        self.name = "canary-routed-requests"
+        self.standin = standin
+
+    def routed(self) -> Counter:
+        return Counter(d["version"] for d in list(self.standin.decisions) if d.get("version"))
+
+    def exposition(self) -> str:
+        lines = ["# TYPE istio_requests_total counter"]
+        for version, count in sorted(self.routed().items()):
+            lines.append(f'istio_requests_total{{reporter="destination",destination_service_namespace="{self.namespace}",'
+                         f'destination_service_name="{self.service}",destination_version="{version}",'
+                         f'destination_workload="{self.service}-{version}",response_code="200"}} {count}')
+        return "\n".join(lines) + "\n"
+
+
+class Users:
+    """Simulated users: a request to the stand-in's product page every ~0.1 s while started."""
+
+    def __init__(self, url: str):
+        self.url, self.sent = url, 0
+        self._stop = threading.Event()
+        self._thread = None
+
+    def start(self):
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=15)
+
+    def _loop(self):
+        while not self._stop.wait(0.1):
+            try:
+                with urllib.request.urlopen(self.url, timeout=10) as resp:  # noqa: S310 - the stand-in on lo
+                    resp.read()
+            except OSError:  # a 503 of the stand-in is an answer too: the users go on
+                pass
+            self.sent += 1
+
+
+@pytest.fixture(scope="module")
+def routed_traffic(k8s, prometheus):
+    """The stand-in, its exporter scraped by the real Prometheus, and the users. The progressive tests'
+    simulation stops counting (rate 0), so that only routed requests increase in the window."""
+    ip, simulation = prometheus
+    for version in list(simulation.series):
+        simulation.set(version, rps=0)
+    with ProductpageSplitStandIn(k8s, NS) as standin, RoutedRequestsExporter(k8s, NS, standin) as exporter:
+        users = Users(standin.url)
+        users.start()
+        try:
+            deadline = time.monotonic() + 90
+            while not prometheus_query(ip, f'istio_requests_total{{pod="{exporter.name}"}}'):
+                assert time.monotonic() < deadline, "Prometheus did not scrape the routed requests' exporter in 90 s"
+                time.sleep(2)
+            yield ip, exporter, users
+        finally:
+            users.stop()
+
+
+def measure_from_prometheus(ip: str, **extra):
+    return canary(**{"canary_measure": True, "canary_measure_source": "prometheus", "canary_measure_window": 45,
+                     "canary_measure_requests": 100, "canary_prometheus_url": f"http://{ip}:9090", **extra})
+
+
+def test_split_measured_from_prometheus_lies_in_the_band(k8s, routed_traffic):
+    """istio_requests_total's increase by destination_version over the 45 s after the weights reached productpage,
+    from the real Prometheus: each subset's share inside 3 sigma, printed per subset; the counts are at most what
+    the stand-in routed during the run (Prometheus sees the window between its first and last scrape)."""
+    ip, exporter, _users = routed_traffic
+    routed_before = exporter.routed()
+    run = measure_from_prometheus(ip)
+    routed = exporter.routed() - routed_before
+    assert run.rc == 0, run.explain()
+    measured = results_of(run, "Print the traffic split")[0]["canary_result"]["measured"]
+    assert measured["source"] == "prometheus" and measured["verdict"] == "pass" and measured["ok"], measured
+    rows = {r["subset"]: r for r in measured["subsets"]}
+    assert set(rows) == {"v1", "v2"} and rows["v1"]["expected"] == 0.8, rows
+    assert 100 <= measured["total"] <= sum(routed.values()), (measured, routed)
+    assert all(0 < rows[v]["count"] <= routed[v] for v in ("v1", "v2")), (rows, routed)
+    printed = results_of(run, "Print the measured split per subset")[0]["msg"]
+    assert printed[0].startswith("v1: ") and "(3 sigma): inside" in printed[0], printed
+    waits = results_of(run, "Let traffic flow under the new weights before reading Prometheus: 45 s")[0]["results"]
+    assert [r["item"] for r in waits] == [0, 15, 30], waits
+
+
+def test_split_from_prometheus_that_does_not_hold_fails_with_the_figures(k8s, routed_traffic):
+    """A subset v2 labelled only app=reviews: istiod pushes 80/20 as the VirtualService says, but the 20% reach all
+    three versions, and what the reviews pods count (istio_requests_total by destination_version) is not 80/20:
+    v3 shows up where the VirtualService routes nothing, and the role fails with the figures."""
+    ip, exporter, _users = routed_traffic
+    wrong = [V1V2[0], {"name": "v2", "labels": {"app": "reviews"}}]
+    try:
+        routed_before = exporter.routed()
+        run = measure_from_prometheus(ip, canary_subsets=wrong)
+        assert run.rc != 0, run.explain()
+        assert (exporter.routed() - routed_before)["v3"] > 0
+        failures = " ".join(run.failures())
+        assert "The measured split of " + NS + "/reviews (prometheus) is not the one configured" in failures, failures
+        assert "v3: " in failures and "expected 0.0%, band 0.0%..0.0% (3 sigma): OUTSIDE" in failures, failures
+        assert weights_of(get(k8s, "virtualservices")) == {"v1": 80, "v2": 20}
+    finally:
+        fixed = canary()
+        assert fixed.rc == 0, fixed.explain()
+
+
+def test_split_from_prometheus_without_traffic_cannot_decide(k8s, routed_traffic):
+    """The users stop: the counters stay flat over the window, 0 requests counted: 'cannot decide', a failure,
+    never a pass."""
+    ip, _exporter, users = routed_traffic
+    users.stop()
+    run = measure_from_prometheus(ip, canary_measure_window=30)
+    assert run.rc != 0, run.explain()
+    failures = " ".join(run.failures())
+    assert f"Cannot decide the split of {NS}/reviews: 0 requests counted in Prometheus over the 30 s" in failures, \
+        failures
+    assert "at least 100 needed (canary_measure_requests). No traffic is never a pass" in failures, failures

@@ -15,8 +15,8 @@ from ansible.template import Templar, trust_as_template
 
 from ansible_collections.servicemesh.istio.plugins.filter.canary import (
     as_weight, canary_classify, canary_current_weights, canary_foreign_virtual_services, canary_gate,
-    canary_http_route, canary_input_errors, canary_plan, canary_remaining_steps, canary_resilience_expect,
-    canary_split_verdict,
+    canary_http_route, canary_input_errors, canary_plan, canary_prometheus_counts, canary_promoted_as_stable,
+    canary_promoted_subsets, canary_remaining_steps, canary_resilience_expect, canary_split_verdict,
     canary_step_weights, canary_traffic_policy, canary_unready_subsets, canary_weights)
 
 NS = "bookinfo"
@@ -24,7 +24,7 @@ SUBSETS = [{"name": "v1", "labels": {"version": "v1"}}, {"name": "v2", "labels":
 GOOD = {"service": "reviews", "namespace": NS, "subsets": SUBSETS, "weights": {"v1": 80, "v2": 20}, "mode": "static",
         "stable_subset": "v1", "canary_subset": "v2", "steps": [10, 20, 50, 100], "interval": 60, "threshold": 2,
         "success_rate_min": 99, "latency_p99_max_ms": 500, "min_requests": 20, "measure_requests": 200,
-        "measure_sigma": 3, "resilience": {}}
+        "measure_sigma": 3, "measure_source": "requests", "measure_window": 60, "resilience": {}}
 
 
 def render(expression, **variables):
@@ -67,6 +67,9 @@ def test_good_inputs_have_no_error():
     ({"mode": "progressive", "success_rate_min": 101}, "canary_success_rate_min must be a number from 0 to 100"),
     ({"measure_requests": 0}, "canary_measure_requests must be a positive integer"),
     ({"measure_sigma": 0}, "canary_measure_sigma must be a positive number"),
+    ({"measure_source": "envoy"}, "canary_measure_source must be one of requests, prometheus, got 'envoy'"),
+    ({"measure_window": 0}, "canary_measure_window must be a positive number of seconds, got 0"),
+    ({"measure_window": "1m"}, "canary_measure_window must be a positive number of seconds, got '1m'"),
     ({"resilience": {"timeout": "10 seconds"}}, "canary_resilience.timeout must be a duration"),
     ({"resilience": {"retries": {"attempts": 101}}}, "canary_resilience.retries.attempts must be an integer from 0 to 100"),
     ({"resilience": {"retries": {"attempts": 3, "per_try_timeout": "2"}}}, "canary_resilience.retries.per_try_timeout"),
@@ -152,6 +155,7 @@ def test_plan_orders_make_before_break():
     both = canary_plan(current, [SUBSETS[0], v3], {"v1": 50, "v3": 50})
     assert both["order"] == "dr_vs_dr" and both["added"] == ["v3"] and both["removed"] == ["v2"]
     assert [s["name"] for s in both["union_subsets"]] == ["v1", "v3", "v2"]
+    assert [s["name"] for s in both["subsets"]] == ["v1", "v3"]  # the DestinationRule once the routes left v2
 
 
 def test_current_weights():
@@ -221,9 +225,66 @@ def test_split_verdict_band():
     assert verdict["subsets"][0]["low"] == round(0.8 - spread, 4) and verdict["subsets"][0]["high"] == round(0.8 + spread, 4)
     assert verdict["lines"][0] == "v1: 160 of 200 (80.0%), expected 80.0%, band 71.5%..88.5% (3 sigma): inside"
     assert canary_split_verdict({"v1": 185, "v2": 15}, {"v1": 80, "v2": 20})["ok"] is False  # 92.5% > 88.5%
+    assert verdict["verdict"] == "pass"
+    assert canary_split_verdict({"v1": 185, "v2": 15}, {"v1": 80, "v2": 20})["verdict"] == "fail"
     assert canary_split_verdict({}, {"v1": 80, "v2": 20}) == {
-        "total": 0, "ok": False, "subsets": canary_split_verdict({}, {"v1": 80, "v2": 20})["subsets"],
-        "lines": ["no request was classified"]}
+        "total": 0, "ok": False, "verdict": "undecided",
+        "subsets": canary_split_verdict({}, {"v1": 80, "v2": 20})["subsets"], "lines": ["no request was classified"]}
+
+
+@pytest.mark.parametrize(("counts", "verdict"), [({}, "undecided"), ({"v1": 0, "v2": 0}, "undecided"),
+                                                 ({"v1": 80, "v2": 19}, "undecided"), ({"v1": 80, "v2": 20}, "pass"),
+                                                 ({"v1": 100, "v2": 0}, "fail")])
+def test_split_verdict_too_few_requests_cannot_decide(counts, verdict):
+    """Fewer than min_total requests counted (no traffic in the window): undecided, never a pass, even when the
+    few requests happen to match the weights."""
+    result = canary_split_verdict(counts, {"v1": 80, "v2": 20}, 3, SUBSETS, 100)
+    assert result["verdict"] == verdict and result["ok"] is (verdict == "pass"), result
+    if verdict == "undecided":
+        assert result["lines"] == ["cannot decide: %d requests counted, at least 100 needed" % sum(counts.values())]
+
+
+def series(version, values, code="200"):
+    return {"metric": {"__name__": "istio_requests_total", "destination_version": version, "response_code": code},
+            "values": [[1764460000.0 + 15 * i, str(v)] for i, v in enumerate(values)]}
+
+
+def test_prometheus_counts_are_the_raw_increase_by_version():
+    """First to last sample of each series, summed by destination_version; a counter reset counts from zero;
+    nothing is extrapolated to the window's edges."""
+    answer = {"status": "success", "data": {"resultType": "matrix", "result": [
+        series("v1", [100, 160, 220]), series("v1", [3, 3, 5], code="503"),  # 120 + 2
+        series("v2", [50, 65, 10, 20]),  # 15, then a reset (restart): 10 + 10
+        series("v3", [7]),  # one sample: no increase measurable
+        {"metric": {"response_code": "200"}, "values": [[1.0, "1"], [16.0, "4"]]},
+    ]}}
+    assert canary_prometheus_counts(answer) == {"v1": 122, "v2": 35, "v3": 0, "unknown": 3}
+    assert canary_prometheus_counts({"status": "success", "data": {"resultType": "matrix", "result": []}}) == {}
+    with pytest.raises(AnsibleFilterError, match="range-vector query"):
+        canary_prometheus_counts({"status": "success", "data": {"resultType": "vector", "result": []}})
+    with pytest.raises(AnsibleFilterError, match="Prometheus answered error: parse error"):
+        canary_prometheus_counts({"status": "error", "error": "parse error"})
+    verdict = canary_split_verdict(canary_prometheus_counts(answer), {"v1": 80, "v2": 20}, 3, SUBSETS, 100)
+    assert verdict["verdict"] == "fail" and verdict["total"] == 160, verdict
+    # v3's series did not increase: not listed; the requests without a version count against the split.
+    assert len(verdict["lines"]) == 3, verdict["lines"]
+    assert verdict["lines"][2].startswith("unknown: 3 of 160") and verdict["lines"][2].endswith("OUTSIDE")
+
+
+def test_promoted_as_stable():
+    promoted = canary_promoted_subsets(SUBSETS, "v1", "v2")
+    assert promoted == [{"name": "v1", "labels": {"version": "v2"}}, {"name": "v2", "labels": {"version": "v2"}}]
+    assert SUBSETS[0]["labels"] == {"version": "v1"}  # the input is not changed
+    with pytest.raises(AnsibleFilterError, match="v1 and v9 must both be subsets"):
+        canary_promoted_subsets(SUBSETS, "v1", "v9")
+    rule = {"spec": {"subsets": promoted}}
+    assert canary_promoted_as_stable(rule, {"v1": 100, "v2": 0}, "v1", "v2", SUBSETS)
+    assert not canary_promoted_as_stable(rule, {"v1": 0, "v2": 100}, "v1", "v2", SUBSETS)  # not yet relabelled
+    assert not canary_promoted_as_stable({"spec": {"subsets": SUBSETS}}, {"v1": 100, "v2": 0}, "v1", "v2", SUBSETS)
+    assert not canary_promoted_as_stable({}, {}, "v1", "v2", SUBSETS)
+    # The next release: the stable subset now carries v2's labels in the inputs, the canary v3's.
+    following = [{"name": "v1", "labels": {"version": "v2"}}, {"name": "v2", "labels": {"version": "v3"}}]
+    assert not canary_promoted_as_stable(rule, {"v1": 100, "v2": 0}, "v1", "v2", following)
 
 
 def test_split_verdict_counts_by_version_and_reports_strangers():
