@@ -16,7 +16,9 @@ Real faults of the local test cluster, not simulated answers:
   during an apply, and started again some seconds later with etcd and every
   other component as they were (conftest.api_server_outage). Each is caught
   at its moment by what the cluster shows (Helm's pending-install record, the
-  applied Deployments, the namespace the apply creates), not by a timer.
+  applied Deployments, the namespace the apply creates), not by a timer;
+- DNS never resolving: the host's record never created in the test
+  cluster's real DNS servers (knotd, hack/testcluster/acme_lab.py).
 
 The module starts from the fresh cluster `make test` leaves it and ends with
 a reset (conftest.reset_cluster).
@@ -24,15 +26,17 @@ a reset (conftest.reset_cluster).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
 import time
 
 import pytest
+import yaml
 from kubernetes import client
 
-from conftest import (REPO_ROOT, STATE, api_server_outage, eventually, helm_releases_any_status, reset_cluster,
+from conftest import (REPO_ROOT, SITE_ACME, SITE_VARS, STATE, api_server_outage, eventually, helm_releases_any_status, reset_cluster,
                       run_per_host, run_playbook)
 
 pytestmark = pytest.mark.cluster
@@ -271,3 +275,27 @@ def test_api_server_killed_during_an_apply_is_ridden_out(k8s):
     assert len(deployments) == len(set(deployments)) == 6, deployments
     again = run_playbook(SITE, "--tags", "bookinfo", extra_vars={"bookinfo_namespace": namespace})
     assert again.rc == 0 and again.changed == 0, again.explain()
+
+
+def test_dns_never_resolving_names_what_each_authoritative_server_answered(k8s):
+    """The host's record is never created (the RFC 2136 update off, nobody
+    creates it by hand): the DNS wait walks from the real parent zone's server
+    (the test cluster's knotd) to the zone's authoritative server, and the role
+    fails naming the host, the record it needs and what that server answered.
+    Once the record exists (the role's RFC 2136 update on), a rerun converges."""
+    host = f"never-{os.getpid()}-{int(time.time())}.smistio.test"  # the lab's zone keeps records between runs
+    acme = json.loads(SITE_ACME.read_text())
+    # one set of extra variables: a later -e would override the earlier one
+    site = yaml.safe_load(SITE_VARS.read_text())
+    run = run_playbook(SITE, "--tags", "bookinfo,ingress",
+                       extra_vars=dict(site, ingress_tls_host=host, ingress_tls_dns_update=False,
+                                       ingress_tls_dns_timeout=8, ingress_tls_https=False))
+    assert run.rc != 0
+    message = " ".join(run.failures())
+    assert f"{host} does not resolve to the gateway" in message, message
+    assert f"Create or fix the record {host}. A " in message, message
+    # what the zone's authoritative server (not a resolver) answered
+    assert acme["zone_server"] in message and "NXDOMAIN" in message, message
+    again = run_playbook(SITE, "--tags", "bookinfo,ingress", extra_vars=dict(site, ingress_tls_host=host,
+                                                                             ingress_tls_https=False))
+    assert again.rc == 0, again.explain()
