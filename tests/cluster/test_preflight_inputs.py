@@ -62,6 +62,7 @@ CASES = [
     # ingress_tls
     ({"ingress_tls_host": "Bookinfo_Host.example"}, "ingress_tls_host 'Bookinfo_Host.example' is not a valid DNS name"),
     ({"ingress_tls_host": "https://bookinfo.example.com/"}, "ingress_tls_host 'https://bookinfo.example.com/' is not a valid"),
+    ({"ingress_tls_host": "*.example.com"}, "ingress_tls_host '*.example.com' is a wildcard. This role serves one host"),
     ({"ingress_tls_acme_email": "mesh-admin"}, "ingress_tls_acme_email 'mesh-admin' is not an e-mail address"),
     ({"ingress_tls_acme_email": "admin@example.com"}, "ingress_tls_acme_email 'admin@example.com' is in a reserved domain"),
     ({"ingress_tls_acme_environment": "custom", "ingress_tls_acme_server": "http://acme.test/directory"},
