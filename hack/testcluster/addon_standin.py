@@ -15,7 +15,8 @@ address. Every answer is derived from that, never from a value a test wrote:
   or upstream's ``CHANGEME`` one). ``/kiali/healthz``; ``/kiali/api/auth/info``
   reports the strategy; ``POST /kiali/api/authenticate`` (form ``token``)
   checks the token against the API server (as Kiali does, by using it) and
-  sets a session cookie signed with the key; ``/kiali/api/namespaces/graph``
+  sets a session cookie signed with the key; ``/kiali/api/namespaces`` (401
+  without that cookie unless anonymous) and ``/kiali/api/namespaces/graph``
   (versionedApp) needs that cookie (unless anonymous) and answers nodes from
   the namespace's Deployments (labels app/version, read with the user's
   token) and edges from ``istio_requests_total`` in the Prometheus of Kiali's
@@ -26,7 +27,8 @@ address. Every answer is derived from that, never from a value a test wrote:
   (``[auth.anonymous] enabled``, ``[security]``), as Grafana reads them;
   dashboards from the provisioning file's providers' paths.
   ``/api/health``; ``POST /login`` (JSON user/password) sets a session cookie;
-  ``/api/search`` needs it unless anonymous access is on.
+  ``/api/search`` needs it unless anonymous access is on, and ``/`` sends a
+  visitor without it to ``/login`` (302).
 - jaeger: ``/jaeger-configuration/config.yaml``'s
   ``extensions.jaeger_query.base_path``; ``<base>/api/services`` (no login:
   Jaeger has none) and ``/status`` on the health port.
@@ -184,6 +186,12 @@ class Kiali(Tool):
             sig = hmac.new(self.key, sid.encode(), hashlib.sha256).hexdigest()
             self.sessions[f"{sid}.{sig}"] = self.sessions.pop(sid)
             return 200, {"username": user}, {"Set-Cookie": f"kiali-token={sid}.{sig}; Path={root}; HttpOnly"}
+        if path == f"{root}/api/namespaces":
+            # Kiali's API without a session: 401, as for every API call but
+            # auth/info and authenticate (unless anonymous).
+            if self.strategy != "anonymous" and self.session(req, "kiali-token") is None:
+                return 401, {"error": "Unauthorized"}, {}
+            return 200, [{"name": self.namespace}], {}
         if path == f"{root}/api/namespaces/graph":
             token = None
             if self.strategy != "anonymous":
@@ -230,6 +238,12 @@ class Grafana(Tool):
             f"{len(self.dashboards)} dashboards")
 
     def handle(self, req, method, path, query, body):
+        if path == "/" and method == "GET":
+            # Grafana's home: a visitor without a session goes to the login
+            # page, unless anonymous access is on.
+            if not self.anonymous and self.session(req, "grafana_session") is None:
+                return 302, "", {"Location": "/login"}
+            return 200, "<!DOCTYPE html><title>Grafana</title>grafana stand-in: home", {}
         if path == "/api/health":
             return 200, {"database": "ok", "version": "stand-in"}, {}
         if path == "/login" and method == "POST":

@@ -60,6 +60,20 @@ Every request and handshake is appended to
 ``$SMI_STATE/gateway-standin/<ns>.<svc>.jsonl`` (time, port, host/SNI, path,
 status, why), which tests read to show what was decided and why.
 
+The same process stands in for the cloud's load balancer of every other
+Service of type LoadBalancer that has an address (the observability addons'
+with ``observability_exposure: loadbalancer``): a layer-4 relay, as a cloud
+load balancer is, from ``<LB IP>:<port>`` for each TCP port of the Service
+to the Service's ClusterIP and port, where the workload runner's Service-port
+forward reaches the real Prometheus or an addon stand-in. A connection whose
+source is outside the Service's ``spec.loadBalancerSourceRanges`` (none: every
+source) is closed at once with a reset and nothing relayed (a cloud load
+balancer drops such packets, which the client sees as a timeout; the reset
+says the same, sooner). The ranges, ports and addresses are read from the
+Service at every poll, so a change is served within ``POLL_S``. Each
+connection is appended to ``$SMI_STATE/gateway-standin/lb.<ns>.<svc>.jsonl``
+(time, port, client, allowed, why).
+
 Usage: gateway_standin.py KUBECONFIG STATE_DIR
 """
 
@@ -71,7 +85,9 @@ import http.server
 import ipaddress
 import json
 import re
+import socket
 import ssl
+import struct
 import sys
 import tempfile
 import threading
@@ -80,6 +96,8 @@ from pathlib import Path
 
 import yaml
 from kubernetes import client, config
+
+from workload_runner import Forward
 
 POLL_S = 2.0
 PROXY_IMAGE = "proxyv2"
@@ -500,6 +518,75 @@ class Gateway:
         log(f"stopped serving {self.namespace}/{self.name} on {self.address}")
 
 
+class LoadBalancerPort(Forward):
+    """One port of a cloud load balancer: relays to the Service's ClusterIP
+    and port the connections whose source is inside ``ranges``, resets the
+    others (see the module docstring)."""
+
+    def __init__(self, listen: tuple[str, int], target: tuple[str, int], ranges: list[str], record: Path):
+        self.ranges = ranges or ["0.0.0.0/0", "::/0"]
+        self.record_file = record
+        super().__init__(listen, target)
+
+    def _relay(self, conn: socket.socket) -> None:
+        peer = conn.getpeername()[0]
+        allowed = _in_blocks(peer, self.ranges)
+        if allowed:
+            why = f"{peer} inside loadBalancerSourceRanges {self.ranges}: relayed to {self.target[0]}:{self.target[1]}"
+        else:
+            why = f"{peer} outside loadBalancerSourceRanges {self.ranges}: dropped (reset)"
+        event = {"t": round(time.time(), 3), "port": self.listen[1], "client": peer, "allowed": allowed, "why": why}
+        with self.record_file.open("a") as out:
+            out.write(json.dumps(event) + "\n")
+        if not allowed:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+            return
+        super()._relay(conn)
+
+
+class LoadBalancer:
+    """The cloud's load balancer of one Service: a LoadBalancerPort per TCP port."""
+
+    def __init__(self, svc, record: Path):
+        self.namespace, self.name = svc.metadata.namespace, svc.metadata.name
+        self.address = svc.status.load_balancer.ingress[0].ip
+        self.ranges = list(svc.spec.load_balancer_source_ranges or [])
+        self.targets = [(p.port, svc.spec.cluster_ip) for p in svc.spec.ports or [] if (p.protocol or "TCP") == "TCP"]
+        self.record_file = record
+        self.ports: list[LoadBalancerPort] = []
+
+    def start(self) -> None:
+        for port, cluster_ip in self.targets:
+            self.ports.append(LoadBalancerPort((self.address, port), (cluster_ip, port), self.ranges,
+                                               self.record_file))
+        log(f"load balancer for {self.namespace}/{self.name} on {self.address} ports {[port for port, _ip in self.targets]}, "
+            f"source ranges {self.ranges or 'any'} (record: {self.record_file})")
+
+    def stop(self) -> None:
+        for port in self.ports:
+            port.close()
+        log(f"stopped the load balancer of {self.namespace}/{self.name} on {self.address}")
+
+
+def load_balancer_services(core: client.CoreV1Api, gateways: dict[tuple, tuple]) -> dict[tuple, object]:
+    """Services of type LoadBalancer with an address, but the gateways', by
+    what their load balancer serves (address, ports, source ranges, ClusterIP)."""
+    served = {(k[0], k[1]) for k in gateways}
+    out = {}
+    for svc in core.list_service_for_all_namespaces().items:
+        ingress = (svc.status.load_balancer and svc.status.load_balancer.ingress) or []
+        if svc.spec.type != "LoadBalancer" or not ingress or not ingress[0].ip:
+            continue
+        if (svc.metadata.namespace, svc.metadata.name) in served or svc.spec.cluster_ip in (None, "", "None"):
+            continue
+        key = (svc.metadata.namespace, svc.metadata.name, ingress[0].ip, svc.spec.cluster_ip,
+               tuple(sorted(p.port for p in svc.spec.ports or [])),
+               tuple(sorted(svc.spec.load_balancer_source_ranges or [])))
+        out[key] = svc
+    return out
+
+
 def gateway_services(core: client.CoreV1Api) -> dict[tuple, tuple]:
     out = {}
     for svc in core.list_service_for_all_namespaces().items:
@@ -517,6 +604,25 @@ def gateway_services(core: client.CoreV1Api) -> dict[tuple, tuple]:
     return out
 
 
+def converge(running: dict, want: dict, make) -> None:
+    """Stop what is no longer wanted, start what is wanted and not running
+    (``make(key, value)``: a Gateway or a LoadBalancer); one that cannot
+    listen yet is tried again at the next poll."""
+    for key in [k for k in running if k not in want]:
+        running.pop(key).stop()
+    for key, value in want.items():
+        if key in running:
+            continue
+        served = make(key, value)
+        try:
+            served.start()
+        except OSError as exc:
+            log(f"cannot serve {key[0]}/{key[1]} on {key[2]}: {exc}; retrying")
+            served.stop()
+            continue
+        running[key] = served
+
+
 def main() -> int:
     kubeconfig, state = sys.argv[1], Path(sys.argv[2])
     config.load_kube_config(config_file=kubeconfig)
@@ -524,23 +630,17 @@ def main() -> int:
     core = client.CoreV1Api(api)
     (state / "gateway-standin").mkdir(parents=True, exist_ok=True)
     running: dict[tuple, Gateway] = {}
+    balancers: dict[tuple, LoadBalancer] = {}
     last_error = ""
-    log("gateway stand-in: answering for Istio gateway Services from their Gateways, VirtualServices, Ingresses, Secrets")
+    log("gateway stand-in: answering for Istio gateway Services from their Gateways, VirtualServices, Ingresses, "
+        "Secrets; load balancers for the other LoadBalancer Services")
     while True:
         try:
             want = gateway_services(core)
-            for key in [k for k in running if k not in want]:
-                running.pop(key).stop()
-            for key, (svc, labels) in want.items():
-                if key not in running:
-                    gw = Gateway(api, svc, labels, state / "gateway-standin" / f"{key[0]}.{key[1]}.jsonl")
-                    try:
-                        gw.start()
-                    except OSError as exc:
-                        log(f"cannot serve {key[0]}/{key[1]} on {key[2]}: {exc}; retrying")
-                        gw.stop()
-                        continue
-                    running[key] = gw
+            converge(running, want, lambda key, found: Gateway(
+                api, found[0], found[1], state / "gateway-standin" / f"{key[0]}.{key[1]}.jsonl"))
+            converge(balancers, load_balancer_services(core, want), lambda key, svc: LoadBalancer(
+                svc, state / "gateway-standin" / f"lb.{key[0]}.{key[1]}.jsonl"))
             last_error = ""
         except Exception as exc:  # noqa: BLE001 - keep serving through API restarts
             msg = f"{type(exc).__name__}: {exc}"
