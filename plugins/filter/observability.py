@@ -17,6 +17,7 @@ from collections.abc import Mapping
 import yaml
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.servicemesh.istio.plugins.module_utils._service_proxy import prometheus_targets
 from ansible_collections.servicemesh.istio.plugins.plugin_utils._data import as_dict as _dict, as_list as _list, plain as _plain
 
 ADDONS = ('prometheus', 'grafana', 'kiali', 'jaeger', 'loki')
@@ -31,6 +32,22 @@ TOOLS = {
 MAIN_CONTAINER = {'prometheus': 'prometheus-server', 'grafana': 'grafana', 'kiali': 'kiali',
                   'jaeger': 'jaeger', 'loki': 'loki'}
 EXPOSURES = ('none', 'gateway', 'loadbalancer')
+# Persistent storage an addon may get (observability_storage): the upstream
+# volume it replaces, and the group its process runs as (the volume's fsGroup).
+STORAGE = {'prometheus': {'volume': 'storage-volume', 'fs_group': 65534},
+           'grafana': {'volume': 'storage', 'fs_group': 472}}
+QUANTITY = re.compile(r'^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$')
+# What a user reaching each tool at its exposed URL asks for, and what
+# answers count: Prometheus and Jaeger have no login and answer; Grafana
+# with anonymous access off sends a visitor to its login page (302 to
+# /login); Kiali with the token strategy answers its API 401 without a
+# session (an anonymous Kiali, forced, answers 200).
+PROBES = {
+    'prometheus': {'path': '/-/ready', 'status': [200], 'says': 'answers (no login of its own)'},
+    'grafana': {'path': '/', 'status': [302], 'says': 'asks for a login (302 to /login)'},
+    'kiali': {'path': '/kiali/api/namespaces', 'status': [401], 'says': 'asks for a login (401 without a session)'},
+    'jaeger': {'path': '/jaeger/api/services', 'status': [200], 'says': 'answers (no login of its own)'},
+}
 KIALI_STRATEGIES = ('token', 'anonymous')
 KIALI_SIGNING_KEY_MOUNT = '/kiali-override-secrets/login-token-signing-key'
 DNS_NAME = re.compile(r'^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$')
@@ -117,6 +134,29 @@ def observability_input_errors(cfg):
     url = cfg.get('prometheus_url') or ''
     if url and not re.match(r'^https?://[^/\s]+', str(url)):
         errors.append("observability_prometheus_url '%s' must be an http(s) URL." % url)
+    storage = cfg.get('storage') or {}
+    if not isinstance(storage, Mapping):
+        errors.append('observability_storage must be a mapping by addon (got %r).' % (storage,))
+        storage = {}
+    for addon, want in storage.items():
+        if addon not in STORAGE:
+            errors.append('observability_storage names %s; only %s keep data on a volume.'
+                          % (addon, ' and '.join(STORAGE)))
+            continue
+        want = want if isinstance(want, Mapping) else {}
+        stray = sorted(set(want) - {'size', 'storage_class'})
+        if not want.get('size') or not QUANTITY.match(str(want['size'])) or stray:
+            errors.append("observability_storage.%s must be {size: <quantity such as 10Gi>, storage_class: "
+                          "<name, optional>} (got %r)." % (addon, _plain(want) if want else storage[addon]))
+        elif want.get('storage_class') and not DNS_NAME.match(str(want['storage_class'])):
+            errors.append("observability_storage.%s.storage_class '%s' is not a StorageClass name."
+                          % (addon, want['storage_class']))
+    source = cfg.get('check_source_address') or ''
+    if source:
+        try:
+            ipaddress.ip_address(str(source))
+        except ValueError:
+            errors.append("observability_check_source_address '%s' is not an IP address." % source)
     for name in ('images', 'resources'):
         value = cfg.get(name) or {}
         if not isinstance(value, Mapping):
@@ -259,6 +299,11 @@ def _transform_doc(doc, addon, opts):
                 mounts.append({'name': 'login-token-signing-key', 'mountPath': KIALI_SIGNING_KEY_MOUNT,
                                'readOnly': True})
                 main['volumeMounts'] = mounts
+    if kind == 'Deployment' and addon in STORAGE and meta.get('name') == addon:
+        if addon in _dict(opts.get('storage')):
+            _persistent_storage(doc, addon, opts)
+        else:
+            _ephemeral_storage(doc, addon)
     if kind == 'ConfigMap':
         data = doc.get('data') or {}
         if addon == 'kiali' and 'config.yaml' in data:
@@ -269,21 +314,67 @@ def _transform_doc(doc, addon, opts):
             data['datasources.yaml'] = _grafana_datasources(data['datasources.yaml'], opts)
     if kind == 'Service' and addon in TOOLS and meta.get('name') == TOOLS[addon]['service']:
         spec = doc.setdefault('spec', {})
+        # null removes ranges a previous run set (the apply is a merge patch;
+        # the API server refuses them on a ClusterIP Service).
         if opts.get('exposure') == 'loadbalancer':
             spec['type'] = 'LoadBalancer'
-            if opts.get('allowed_source_ranges'):
-                spec['loadBalancerSourceRanges'] = list(opts['allowed_source_ranges'])
+            spec['loadBalancerSourceRanges'] = list(opts.get('allowed_source_ranges') or []) or None
         else:
             spec['type'] = 'ClusterIP'
-            spec.pop('loadBalancerSourceRanges', None)
+            spec['loadBalancerSourceRanges'] = None
     return doc
+
+
+def _storage_claim_name(addon):
+    return '%s-storage' % addon
+
+
+def _persistent_storage(doc, addon, opts):
+    """The addon's data volume (upstream's emptyDir) on the PersistentVolumeClaim
+    observability_addon_manifests adds; Recreate, as one ReadWriteOnce volume
+    cannot be mounted by the old and the new pod on two nodes; the volume's
+    group the one the process runs as, so that it can write there."""
+    spec = _workload_spec(doc)
+    name = STORAGE[addon]['volume']
+    volumes = [v for v in _list(spec.get('volumes')) if _dict(v).get('name') != name]
+    # null: the patch drops the emptyDir of a run without storage (one volume, one source).
+    volumes.append({'name': name, 'persistentVolumeClaim': {'claimName': _storage_claim_name(addon)}, 'emptyDir': None})
+    spec['volumes'] = volumes
+    # null: the merge patch drops a RollingUpdate's parameters (refused with Recreate).
+    doc['spec']['strategy'] = {'type': 'Recreate', 'rollingUpdate': None}
+    security = spec.setdefault('securityContext', None) or {}
+    security.setdefault('fsGroup', STORAGE[addon]['fs_group'])
+    spec['securityContext'] = security
+
+
+def _ephemeral_storage(doc, addon):
+    """Upstream's emptyDir, with nulls that undo what a run with storage
+    patched in (the claim as the volume's source, and its fsGroup unless
+    upstream sets one); the claim itself is kept (teardown purges it)."""
+    spec = _workload_spec(doc)
+    for volume in _list(spec.get('volumes')):
+        if _dict(volume).get('name') == STORAGE[addon]['volume'] and 'emptyDir' in volume:
+            volume['persistentVolumeClaim'] = None
+    if 'fsGroup' not in _dict(spec.get('securityContext')):
+        spec['securityContext'] = dict(_dict(spec.get('securityContext')), fsGroup=None)
+
+
+def _storage_claim(addon, opts):
+    want = _dict(_dict(opts.get('storage')).get(addon))
+    claim = {'apiVersion': 'v1', 'kind': 'PersistentVolumeClaim',
+             'metadata': {'name': _storage_claim_name(addon), 'namespace': opts['namespace'],
+                          'labels': {'app': addon, 'app.kubernetes.io/managed-by': 'servicemesh.istio.observability'}},
+             'spec': {'accessModes': ['ReadWriteOnce'], 'resources': {'requests': {'storage': str(want['size'])}}}}
+    if want.get('storage_class'):
+        claim['spec']['storageClassName'] = want['storage_class']
+    return claim
 
 
 _OPTION_DEFAULTS = {
     'namespace': 'istio-system', 'istio_namespace': '', 'registry': '', 'images': {}, 'resources': {},
     'prometheus_url': '', 'prometheus_retention': '', 'kiali_auth_strategy': 'token',
     'kiali_signing_key_secret': 'kiali-signing-key', 'grafana_admin_secret': 'grafana-admin',
-    'exposure': 'none', 'allowed_source_ranges': [], 'installed': [],
+    'exposure': 'none', 'allowed_source_ranges': [], 'installed': [], 'storage': {},
 }
 
 
@@ -303,6 +394,13 @@ def observability_addon_manifests(docs, addon, options):
         out.append(_transform_doc(_plain(doc), addon, opts))
     if not out:
         raise AnsibleFilterError('observability_addon_manifests: the manifest of %s has no Kubernetes object' % addon)
+    if addon in _dict(opts.get('storage')):
+        if not any(d.get('kind') == 'Deployment' and d['metadata'].get('name') == addon for d in out):
+            raise AnsibleFilterError('observability_addon_manifests: observability_storage.%s, but the manifest has '
+                                     'no Deployment %s whose volume %s could be persistent'
+                                     % (addon, addon, STORAGE[addon]['volume']))
+        # The claim before the Deployment that mounts it.
+        out.insert(0, _storage_claim(addon, opts))
     return out
 
 
@@ -346,6 +444,9 @@ def observability_access(installed, options):
             entry['restricted_to'] = (list(opts.get('allowed_source_ranges') or [])
                                       + (['JWT from %s' % opts['jwt_issuer']] if opts.get('jwt_issuer')
                                          and opts['exposure'] == 'gateway' else []))
+        if _dict(opts.get('checked')).get(tool):
+            seen = opts['checked'][tool]
+            entry['exposure_check'] = {k: seen.get(k) for k in ('url', 'source', 'answered', 'expected', 'ok')}
         entry['reachable_without_login'] = (not restricted and (not info['login'] or (
             tool == 'kiali' and opts['kiali_auth_strategy'] == 'anonymous')))
         out[tool] = entry
@@ -385,21 +486,123 @@ def observability_istio_targets(targets):
     """Istio's scrape targets among Prometheus' active targets
     (``/api/v1/targets`` answer): istiod's and the proxies' (``envoy-stats``)
     jobs, and pods labelled ``app=istiod``; with the ones that are up and the
-    ones that are not, each with its scrape URL and last error."""
-    data = _dict(_dict(targets).get('data'))
-    istio, up, down = [], [], []
-    for target in _list(data.get('activeTargets')):
-        target = _dict(target)
-        labels = _dict(target.get('labels'))
-        job = str(labels.get('job', target.get('scrapePool', '')))
-        if not (labels.get('app') == 'istiod' or 'istio' in job or 'envoy' in job):
+    ones that are not, each with its scrape URL and last error. The same
+    judgement as service_proxy_request's ``expect_targets_up``."""
+    found = prometheus_targets(_plain(targets), ('istiod',))
+    return {'targets': found['targets'], 'up': found['up'], 'down': found['down'],
+            'istiod_up': not found['missing']}
+
+
+# --- requests at the exposed URLs -----------------------------------------------
+
+def observability_exposure_checks(installed, options):
+    """Per tool, the request the role makes at its exposed URL as a user would
+    (servicemesh.istio.service_proxy_request's ``external``, ``path`` and
+    ``status``): at the gateway's address with the tool's host name over
+    HTTPS, or at the tool's LoadBalancer address over HTTP. From inside the
+    allowed ranges each tool must give its PROBES answer; from outside, the
+    gateway's policy answers 403 and a load balancer drops the connection (no
+    answer). ``options``: the role's config plus ``gateway_address``,
+    ``addresses`` (LoadBalancer address by tool), ``ca_bundle`` and
+    ``check_source_address``."""
+    opts = dict(_OPTION_DEFAULTS)
+    opts.update({k: v for k, v in _dict(options).items() if v is not None})
+    exposure = opts['exposure']
+    if exposure not in ('gateway', 'loadbalancer'):
+        return []
+    ranges = list(opts.get('allowed_source_ranges') or [])
+    out = []
+    for tool, info in TOOLS.items():
+        if tool not in _list(installed):
             continue
-        entry = {'job': job, 'url': target.get('scrapeUrl', ''), 'health': target.get('health', 'unknown'),
-                 'error': target.get('lastError', ''), 'app': labels.get('app', '')}
-        istio.append(entry)
-        (up if entry['health'] == 'up' else down).append(entry)
-    return {'targets': istio, 'up': up, 'down': down,
-            'istiod_up': any(t['app'] == 'istiod' for t in up)}
+        probe = dict(PROBES[tool])
+        if tool == 'kiali' and opts['kiali_auth_strategy'] == 'anonymous':
+            probe.update(status=[200], says='answers without a login (anonymous Kiali, observability_kiali_anonymous_exposed)')
+        if exposure == 'gateway':
+            host = '%s.%s' % (tool, opts.get('domain', ''))
+            external = {'host': host, 'address': opts.get('gateway_address') or host, 'scheme': 'https', 'port': 443}
+            if opts.get('ca_bundle'):
+                external['ca_path'] = opts['ca_bundle']
+            refused, refusal = [403], "refused (403 from the gateway's AuthorizationPolicy)"
+            url = 'https://%s%s' % (host, probe['path'])
+        else:
+            address = _dict(opts.get('addresses')).get(tool) or ''
+            external = {'host': address, 'address': address, 'scheme': 'http', 'port': info['port']}
+            refused, refusal = [-1], 'refused (no answer: the load balancer drops sources outside loadBalancerSourceRanges)'
+            url = 'http://%s:%s%s' % (address, info['port'], probe['path'])
+        if opts.get('check_source_address'):
+            external['source_address'] = opts['check_source_address']
+        check = {'tool': tool, 'url': url, 'path': probe['path'], 'external': external, 'login': info['login']}
+        if ranges:
+            external.update(source_ranges=ranges, status_outside=refused)
+            check.update(status=probe['status'], inside=probe['says'], outside=refusal)
+        elif exposure == 'gateway' and opts.get('jwt_issuer'):
+            # Only a JWT of the issuer admits; the role sends none.
+            check.update(status=refused, inside=refusal, outside=refusal)
+        else:  # observability_allow_public: nothing restricts
+            check.update(status=probe['status'], inside=probe['says'], outside=probe['says'])
+        out.append(check)
+    return out
+
+
+def observability_exposure_verdict(results):
+    """What each tool answered at its exposed URL (the registered loop of
+    service_proxy_request over observability_exposure_checks), judged: by
+    tool, the URL, the source the answer depended on, what came back and
+    whether it is what that source must get. Grafana's 302 must send to its
+    login page."""
+    out = {}
+    for result in _list(_dict(results).get('results') if isinstance(results, Mapping) else results):
+        result = _dict(result)
+        check = _dict(result.get('item'))
+        tool = check.get('tool')
+        if not tool:
+            continue
+        status = result.get('status', -1)
+        inside = result.get('source_inside', True)
+        headers = _dict(result.get('headers'))
+        answered = 'no answer (%s)' % (result.get('error') or result.get('msg') or 'connection failed') \
+            if status == -1 else 'HTTP %s' % status
+        if status in (301, 302, 303, 307, 308) and headers.get('location'):
+            answered += ' to %s' % headers['location']
+        expected = check.get('inside') if inside else check.get('outside')
+        ok = not result.get('failed') and (inside and status in _list(check.get('status'))
+                                           or not inside and status in _list(_dict(check.get('external')).get('status_outside')))
+        if ok and tool == 'grafana' and status == 302 and '/login' not in str(headers.get('location', '')):
+            ok = False
+            expected = 'asks for a login (302 to /login), not a redirect elsewhere'
+        ranges = _list(_dict(check.get('external')).get('source_ranges'))
+        source = result.get('source') or ''
+        side = (' (%s %s)' % ('inside' if inside else 'outside', ', '.join(ranges))) if ranges else ''
+        where = 'from %s%s' % (source or 'this controller', side)
+        out[tool] = {'url': check.get('url'), 'source': source, 'source_inside': bool(inside), 'answered': answered,
+                     'expected': expected, 'ok': bool(ok),
+                     'message': '%s: %s %s %s; expected: %s.' % (
+                         tool, check.get('url'), where, 'gave ' + answered if status == -1 else 'answered ' + answered,
+                         expected)}
+    return out
+
+
+def observability_stale_objects(found, wanted):
+    """The objects of ``found`` (what the role's label finds) that ``wanted``
+    (what this run applies) does not name, by apiVersion, kind, namespace and
+    name: what a run with another exposure, or fewer tools, left behind. Each
+    as a reference (apiVersion, kind, metadata.name and namespace) to delete."""
+    def key(obj):
+        obj = _dict(obj)
+        meta = _dict(obj.get('metadata'))
+        return (obj.get('apiVersion'), obj.get('kind'), meta.get('namespace', ''), meta.get('name'))
+
+    keep = {key(w) for w in _list(wanted) if isinstance(w, Mapping)}
+    out = []
+    for obj in _list(found):
+        if not isinstance(obj, Mapping) or key(obj) in keep or not key(obj)[3]:
+            continue
+        ref = {'apiVersion': obj['apiVersion'], 'kind': obj['kind'], 'metadata': {'name': obj['metadata']['name']}}
+        if obj['metadata'].get('namespace'):
+            ref['metadata']['namespace'] = obj['metadata']['namespace']
+        out.append(ref)
+    return out
 
 
 class FilterModule:  # pylint: disable=too-few-public-methods
@@ -413,4 +616,7 @@ class FilterModule:  # pylint: disable=too-few-public-methods
             'observability_access': observability_access,
             'observability_graph_summary': observability_graph_summary,
             'observability_istio_targets': observability_istio_targets,
+            'observability_exposure_checks': observability_exposure_checks,
+            'observability_exposure_verdict': observability_exposure_verdict,
+            'observability_stale_objects': observability_stale_objects,
         }

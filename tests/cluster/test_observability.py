@@ -27,9 +27,14 @@ upstream's anonymous Grafana or Kiali back makes the role's own checks fail
 The gateway exposure goes through the gateway stand-in
 (hack/testcluster/gateway_standin.py: the applied Gateway, VirtualServices,
 AuthorizationPolicy and the Certificate's Secret, relaying to the tools'
-processes) with a real certificate from Pebble. Not exercised here: the
-loadbalancer exposure (its Services' loadBalancerSourceRanges need a cloud
-load balancer to enforce them), only its refusals of unsafe inputs.
+processes) with a real certificate from Pebble; the loadbalancer exposure
+through the same process's stand-in for the cloud's load balancer, which
+reads each Service's address, ports and loadBalancerSourceRanges, relays the
+allowed sources to the Service's ClusterIP and drops the others. With either
+exposure the role requests each tool at its URL itself; the tests loosen the
+policy or widen the ranges by hand to show the role's check failing.
+Persistent storage binds its claims to PersistentVolumes the test makes (no
+provisioner here).
 
 Istio and Bookinfo are installed with site.yml first; the module leaves an
 empty cluster (conftest.reset_cluster).
@@ -41,14 +46,13 @@ import base64
 import http.client
 import json
 import os
-import socket
-import ssl
 import subprocess
+import time
 
 import pytest
 from kubernetes import client
 
-from conftest import (ISTIO_VERSION, REPO_ROOT, SITE_ACME, SITE_VARS, changes_by_others, cluster_snapshot, gateway_events,
+from conftest import (ISTIO_VERSION, REPO_ROOT, SITE_ACME, SITE_VARS, STATE, changes_by_others, cluster_snapshot, gateway_events,
                       kubectl, reset_cluster, run_per_host, run_playbook, unowned_objects, assert_no_key_material)
 from test_preflight_inputs import CASES, assert_case_refused, case_id, run_matrix
 from conftest import until_answering as wait
@@ -258,26 +262,39 @@ def test_upstream_anonymous_kiali_fails_the_roles_check(converged, k8s, tmp_path
 DOMAIN = "obs.smistio.test"
 
 
-def https_get(address: str, host: str, path: str, ca: str) -> tuple[int, dict, bytes]:
-    """GET https://<host><path> at the gateway's address (SNI and Host are
-    host; the chain and name checked against the ACME server's root)."""
-    ctx = ssl.create_default_context(cafile=ca)
-    with socket.create_connection((address, 443), timeout=10) as raw, \
-            ctx.wrap_socket(raw, server_hostname=host) as tls:
-        tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
-        resp = http.client.HTTPResponse(tls)
-        resp.begin()
-        return resp.status, dict(resp.getheaders()), resp.read()
+def http_status(address: str, port: int, path: str) -> int:
+    """The test's own request at a LoadBalancer address (not the role's)."""
+    conn = http.client.HTTPConnection(address, port, timeout=5)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    finally:
+        conn.close()
 
 
-def test_gateway_exposure_serves_the_tools_over_https_behind_the_policy(converged, k8s):
+def verdict_of(run) -> str:
+    """The role's own verdict on what each tool answered at its exposed URL."""
+    (judged,) = results_of(run, "Each tool answered at its URL as it must")
+    return judged["msg"]
+
+
+def exposure_vars(**extra):
+    """The verify entry point's variables for an exposure (what the main entry point was given)."""
+    return dict({"observability_check_timeout": 5}, **extra)
+
+
+def test_gateway_exposure_serves_the_tools_over_https_behind_the_policy(converged, k8s, tmp_path):
     """observability_exposure=gateway through the gateway stand-in, which
     decides from the applied Gateway, VirtualServices, AuthorizationPolicy and
     the Certificate's Secret, and relays to the tools' processes: the role
     waits for the tools' certificate (real cert-manager, DNS-01 from Pebble)
-    and its being served for each host; from outside the allowed ranges every
-    tool is refused (403 from the role's DENY policy); from inside, Grafana
-    and Kiali still ask for their login and Prometheus answers. A Gateway
+    and its being served for each host, then requests each tool at
+    https://<tool>.<domain> at the gateway's address itself: from outside the
+    allowed ranges each is refused (403 from the role's DENY policy); from
+    inside, Grafana sends to its login page, Kiali's API asks for a session,
+    Prometheus and Jaeger answer. The other way round: a policy loosened to
+    let everyone in (its notRemoteIpBlocks widened to 0.0.0.0/0) makes the
+    role's check fail naming the tool, the URL and the answer; a Gateway
     selecting no gateway pod fails the role's served check."""
     assert converged.rc == 0, converged.explain()
     acme = json.loads(SITE_ACME.read_text())
@@ -287,29 +304,51 @@ def test_gateway_exposure_serves_the_tools_over_https_behind_the_policy(converge
         extra = {"observability_exposure": "gateway", "observability_domain": DOMAIN,
                  "observability_cert_issuer": "smistio-acme", "observability_ca_bundle": acme["issuing_roots"],
                  "observability_allowed_source_ranges": ["192.0.2.0/24"]}
+        since = time.time()
         run = run_playbook(SITE, "-e", f"@{SITE_VARS}", "--tags", "observability", extra_vars=extra)
         assert run.rc == 0, run.explain()
         served = results_of(run, "Wait until the gateway serves the tools' certificate")[0]["results"]
         assert sorted(r["item"] for r in served) == ["grafana", "jaeger", "kiali", "prometheus"], served
         assert all("served" in r["layers_passed"] for r in served), served
-        address = client.CoreV1Api(k8s).read_namespaced_service(
-            "istio-ingressgateway", NS).status.load_balancer.ingress[0].ip
-        # This client (loopback) is outside 192.0.2.0/24 and has no JWT: refused by the role's policy.
-        for tool in ("prometheus", "grafana", "kiali", "jaeger"):
-            status, _h, body = https_get(address, f"{tool}.{DOMAIN}", "/", acme["issuing_roots"])
-            assert (status, body) == (403, b"RBAC: access denied"), (tool, status, body)
-        last = gateway_events(0)[-1]
-        assert "denied by AuthorizationPolicy istio-system/observability-access (DENY)" in last["why"], last
+        # The role's own requests: this controller (loopback) is outside 192.0.2.0/24 and has no JWT.
+        verdict = verdict_of(run)
+        for tool, path in (("prometheus", "/-/ready"), ("grafana", "/"), ("kiali", "/kiali/api/namespaces"),
+                           ("jaeger", "/jaeger/api/services")):
+            assert (f"{tool}: https://{tool}.{DOMAIN}{path} from 127.0.0.1 (outside 192.0.2.0/24) answered HTTP 403; "
+                    f"expected: refused (403 from the gateway's AuthorizationPolicy).") in verdict, verdict
+        decided = [e for e in gateway_events(since) if e.get("path") and e.get("status") == 403]
+        assert {e["host"] for e in decided} >= {f"{t}.{DOMAIN}" for t in ("prometheus", "grafana", "kiali", "jaeger")}
+        assert all("denied by AuthorizationPolicy istio-system/observability-access (DENY)" in e["why"]
+                   for e in decided), decided
+        (printed,) = results_of(run, "Print how to open the observability tools")
+        check = printed["observability_result"]["tools"]["prometheus"]["exposure_check"]
+        assert check == {"url": f"https://prometheus.{DOMAIN}/-/ready", "source": "127.0.0.1", "ok": True,
+                         "answered": "HTTP 403", "expected": "refused (403 from the gateway's AuthorizationPolicy)"}
+
+        # The other way round: the policy loosened by hand lets everyone in; the role's check says so.
+        loosened = kubectl("-n", NS, "patch", "authorizationpolicy", "observability-access", "--type", "json", "-p",
+                           json.dumps([{"op": "replace", "path": "/spec/rules/0/from/0/source/notRemoteIpBlocks",
+                                        "value": ["0.0.0.0/0"]}]))
+        assert loosened.returncode == 0, loosened.stderr
+        run = run_playbook(verify_playbook(tmp_path, **exposure_vars(
+            observability_exposure="gateway", observability_domain=DOMAIN,
+            observability_ca_bundle=acme["issuing_roots"], observability_allowed_source_ranges=["192.0.2.0/24"])))
+        assert run.rc != 0, run.explain()
+        message = " ".join(run.failures())
+        assert (f"prometheus at its exposed URL: https://prometheus.{DOMAIN}/-/ready (at 127.0.100.") in message, message
+        assert "from 127.0.0.1, outside 192.0.2.0/24), GET /-/ready (request): HTTP 200 Prometheus Server is Ready" \
+            in message, message
+        assert "expected HTTP 403" in message and f"grafana at its exposed URL: https://grafana.{DOMAIN}/" in message
 
         inside = dict(extra, observability_allowed_source_ranges=["127.0.0.0/8"])
         run = run_playbook(SITE, "-e", f"@{SITE_VARS}", "--tags", "observability", extra_vars=inside)
         assert run.rc == 0, run.explain()
-        status, _h, body = https_get(address, f"grafana.{DOMAIN}", "/api/search", acme["issuing_roots"])
-        assert status == 401, (status, body)  # anonymous access off, through the gateway too
-        status, _h, body = https_get(address, f"kiali.{DOMAIN}", "/kiali/api/auth/info", acme["issuing_roots"])
-        assert status == 200 and json.loads(body)["strategy"] == "token", body
-        status, _h, body = https_get(address, f"prometheus.{DOMAIN}", "/-/ready", acme["issuing_roots"])
-        assert status == 200, (status, body)  # the real Prometheus, no login of its own: the ranges are its guard
+        verdict = verdict_of(run)
+        where = "from 127.0.0.1 (inside 127.0.0.0/8) answered"
+        assert f"grafana: https://grafana.{DOMAIN}/ {where} HTTP 302 to /login;" in verdict, verdict
+        assert f"kiali: https://kiali.{DOMAIN}/kiali/api/namespaces {where} HTTP 401;" in verdict, verdict
+        assert f"prometheus: https://prometheus.{DOMAIN}/-/ready {where} HTTP 200;" in verdict, verdict
+        assert f"jaeger: https://jaeger.{DOMAIN}/jaeger/api/services {where} HTTP 200;" in verdict, verdict
 
         # The other way round: a Gateway that selects no gateway pod serves nothing, and the role says so.
         wrong = dict(inside, observability_gateway_label="no-such-gateway", observability_certificate_timeout=5)
@@ -323,6 +362,112 @@ def test_gateway_exposure_serves_the_tools_over_https_behind_the_policy(converge
         assert down.rc == 0, down.explain()
 
 
+def lb_record(service: str) -> list[dict]:
+    """The load balancer stand-in's decisions for one Service (hack/testcluster/gateway_standin.py)."""
+    path = STATE / "gateway-standin" / f"lb.{NS}.{service}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def test_loadbalancer_exposure_answers_only_inside_the_source_ranges(converged, k8s, tmp_path):
+    """observability_exposure=loadbalancer, the tutorial's way, with
+    loadBalancerSourceRanges. The cloud's load balancer is simulated by the
+    gateway stand-in's process (hack/testcluster/gateway_standin.py): it reads
+    each LoadBalancer Service's address, ports and loadBalancerSourceRanges and
+    relays the allowed sources to the Service's ClusterIP (the real Prometheus,
+    the addon stand-ins), dropping the others. The role requests each tool at
+    its address: from outside the ranges no answer may come, from inside each
+    answers as it must; a Service whose ranges were widened by hand makes the
+    role's check fail naming the tool, the URL and the answer."""
+    assert converged.rc == 0, converged.explain()
+    extra = {"observability_exposure": "loadbalancer", "observability_allowed_source_ranges": ["192.0.2.0/24"]}
+    run = run_playbook(SITE, "--tags", "observability", extra_vars=extra)
+    assert run.rc == 0, run.explain()
+    core = client.CoreV1Api(k8s)
+    services = {t: core.read_namespaced_service(s, NS) for t, s in
+                (("prometheus", "prometheus"), ("grafana", "grafana"), ("kiali", "kiali"), ("jaeger", "tracing"))}
+    assert {s.spec.type for s in services.values()} == {"LoadBalancer"}
+    assert all(s.spec.load_balancer_source_ranges == ["192.0.2.0/24"] for s in services.values())
+    address = {t: s.status.load_balancer.ingress[0].ip for t, s in services.items()}
+    verdict = verdict_of(run)
+    for tool, port, path in (("prometheus", 9090, "/-/ready"), ("grafana", 3000, "/"),
+                             ("kiali", 20001, "/kiali/api/namespaces"), ("jaeger", 80, "/jaeger/api/services")):
+        assert f"{tool}: http://{address[tool]}:{port}{path} from 127.0.0.1 (outside 192.0.2.0/24) gave no answer (" \
+            in verdict, verdict
+    dropped = lb_record("prometheus")
+    assert dropped and not dropped[-1]["allowed"] and "outside loadBalancerSourceRanges" in dropped[-1]["why"], dropped
+
+    # The other way round: the Service's ranges widened by hand; the role's check says Prometheus answers.
+    widened = kubectl("-n", NS, "patch", "service", "prometheus", "--type", "merge", "-p",
+                      json.dumps({"spec": {"loadBalancerSourceRanges": ["0.0.0.0/0"]}}))
+    assert widened.returncode == 0, widened.stderr
+    wait("the load balancer stand-in serving the widened ranges",
+         lambda: http_status(address["prometheus"], 9090, "/-/ready") == 200)
+    run = run_playbook(verify_playbook(tmp_path, **exposure_vars(
+        observability_addons=["prometheus"], observability_exposure="loadbalancer",
+        observability_allowed_source_ranges=["192.0.2.0/24"])))
+    assert run.rc != 0, run.explain()
+    message = " ".join(run.failures())
+    assert (f"prometheus at its exposed URL: http://{address['prometheus']}:9090/-/ready (at {address['prometheus']}:9090 "
+            "from 127.0.0.1, outside 192.0.2.0/24), GET /-/ready (request): HTTP 200 Prometheus Server is Ready") \
+        in message, message
+    assert "expected no answer" in message and "loadBalancerSourceRanges" in message, message
+
+    inside = dict(extra, observability_allowed_source_ranges=["127.0.0.0/8"])
+    run = run_playbook(SITE, "--tags", "observability", extra_vars=inside)
+    assert run.rc == 0, run.explain()
+    verdict = verdict_of(run)
+    where = "from 127.0.0.1 (inside 127.0.0.0/8) answered"
+    assert f"grafana: http://{address['grafana']}:3000/ {where} HTTP 302 to /login;" in verdict, verdict
+    assert f"kiali: http://{address['kiali']}:20001/kiali/api/namespaces {where} HTTP 401;" in verdict, verdict
+    assert f"prometheus: http://{address['prometheus']}:9090/-/ready {where} HTTP 200;" in verdict, verdict
+    assert f"jaeger: http://{address['jaeger']}:80/jaeger/api/services {where} HTTP 200;" in verdict, verdict
+    relayed = lb_record("grafana")[-1]
+    assert relayed["allowed"] and f"relayed to {services['grafana'].spec.cluster_ip}:3000" in relayed["why"], relayed
+
+
+def test_persistent_storage_on_claims_bound_to_volumes(converged, k8s):
+    """observability_storage: Prometheus' and Grafana's data on a
+    PersistentVolumeClaim each. The test cluster has no volume provisioner,
+    so the test makes two PersistentVolumes of a StorageClass of its own by
+    hand (static provisioning); the real kube-controller-manager binds the
+    claims to them and the real scheduler places the pods once they are
+    bound. Not checked here: that data survives a pod's restart (no
+    container runs, KWOK mounts nothing, and the real Prometheus the runner
+    starts keeps its data in its own work directory), dynamic provisioning
+    and the volume's fsGroup."""
+    assert converged.rc == 0, converged.explain()
+    core = client.CoreV1Api(k8s)
+    for name in ("smistio-obs-a", "smistio-obs-b"):
+        kubectl("delete", "pv", name, "--ignore-not-found")
+        made = kubectl("apply", "-f", "-", stdin=json.dumps({
+            "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
+            "spec": {"capacity": {"storage": "2Gi"}, "accessModes": ["ReadWriteOnce"],
+                     "storageClassName": "smistio-static", "persistentVolumeReclaimPolicy": "Retain",
+                     "hostPath": {"path": f"/var/lib/{name}"}}}))
+        assert made.returncode == 0, made.stderr
+    storage = {"observability_storage": {"prometheus": {"size": "1Gi", "storage_class": "smistio-static"},
+                                         "grafana": {"size": "1Gi", "storage_class": "smistio-static"}}}
+    run = run_playbook(SITE, "--tags", "observability", extra_vars=storage)
+    assert run.rc == 0, run.explain()
+    for addon, volume in (("prometheus", "storage-volume"), ("grafana", "storage")):
+        claim = core.read_namespaced_persistent_volume_claim(f"{addon}-storage", NS)
+        assert claim.status.phase == "Bound" and claim.spec.volume_name in ("smistio-obs-a", "smistio-obs-b"), claim.status
+        assert claim.metadata.labels["app.kubernetes.io/managed-by"] == "servicemesh.istio.observability"
+        pod = client.AppsV1Api(k8s).read_namespaced_deployment(addon, NS).spec.template.spec
+        assert [v.persistent_volume_claim.claim_name for v in pod.volumes if v.name == volume] == [f"{addon}-storage"]
+    # Still checked for real on its claim: istiod's target up in Prometheus.
+    assert ":15014/metrics" in results_of(run, "Report Istio's scrape targets")[0]["msg"], run.explain()
+    again = run_playbook(SITE, "--tags", "observability", extra_vars=storage)
+    assert again.rc == 0 and again.changed == 0, again.explain()
+    # Storage off again: upstream's emptyDir back, the claims (and their data) kept until a purge.
+    off = run_playbook(SITE, "--tags", "observability")
+    assert off.rc == 0, off.explain()
+    pod = client.AppsV1Api(k8s).read_namespaced_deployment("prometheus", NS).spec.template.spec
+    volume = next(v for v in pod.volumes if v.name == "storage-volume")
+    assert volume.empty_dir is not None and volume.persistent_volume_claim is None, volume
+    assert core.read_namespaced_persistent_volume_claim("prometheus-storage", NS).status.phase == "Bound"
+
+
 def test_teardown_keeps_the_generated_secrets(converged, k8s):
     assert converged.rc == 0, converged.explain()
     run = run_playbook(TEARDOWN, "--tags", "observability")
@@ -334,11 +479,18 @@ def test_teardown_keeps_the_generated_secrets(converged, k8s):
     kubectl("delete", "--ignore-not-found", "-f", f"{ADDONS}/grafana.yaml", "-f", f"{ADDONS}/kiali.yaml")
     core = client.CoreV1Api(k8s)
     assert core.read_namespaced_secret("grafana-admin", NS).data["admin-password"]
+    claims = sorted(c.metadata.name for c in core.list_namespaced_persistent_volume_claim(
+        NS, label_selector="app.kubernetes.io/managed-by=servicemesh.istio.observability").items)
     assert core.read_namespaced_secret("kiali-signing-key", NS).data["value.txt"]
     again = run_playbook(TEARDOWN, "--tags", "observability")
     assert again.rc == 0 and again.changed == 0, again.explain()
+    assert sorted(c.metadata.name for c in core.list_namespaced_persistent_volume_claim(NS).items
+                  if c.metadata.name in claims) == claims
     # observability_teardown_purge: the credentials go too.
     purge = run_playbook(TEARDOWN, "--tags", "observability", extra_vars={"observability_teardown_purge": True})
     assert purge.rc == 0 and purge.changed > 0, purge.explain()
     assert not [s.metadata.name for s in core.list_namespaced_secret(NS).items
                 if s.metadata.name in ("grafana-admin", "kiali-signing-key")]
+    # The storage claims (test_persistent_storage_on_claims_bound_to_volumes) were kept, and went with the purge.
+    assert not core.list_namespaced_persistent_volume_claim(
+        NS, label_selector="app.kubernetes.io/managed-by=servicemesh.istio.observability").items

@@ -14,8 +14,9 @@ import yaml
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.servicemesh.istio.plugins.filter.observability import (
-    observability_access, observability_addon_manifests, observability_addons_to_install,
-    observability_graph_summary, observability_input_errors, observability_istio_targets)
+    observability_access, observability_addon_manifests, observability_addons_to_install, observability_exposure_checks,
+    observability_exposure_verdict, observability_graph_summary, observability_input_errors,
+    observability_istio_targets, observability_stale_objects)
 
 GOOD = {"namespace": "istio-system", "addons": ["prometheus", "grafana", "kiali", "jaeger"], "exposure": "none",
         "kiali_auth_strategy": "token", "allowed_source_ranges": [], "grafana_admin_secret": "grafana-admin",
@@ -82,6 +83,13 @@ def test_good_inputs_have_no_error():
     ({"kiali_auth_strategy": "openid"}, "observability_kiali_auth_strategy must be token or anonymous"),
     ({"prometheus_url": "prometheus:9090"}, "observability_prometheus_url 'prometheus:9090' must be an http(s) URL"),
     ({"images": {"zipkin": "x"}}, "observability_images names unknown addons zipkin"),
+    ({"storage": {"kiali": {"size": "1Gi"}}}, "observability_storage names kiali; only prometheus and grafana"),
+    ({"storage": {"prometheus": {"size": "ten gigs"}}}, "observability_storage.prometheus must be {size:"),
+    ({"storage": {"grafana": {"size": "1Gi", "class": "x"}}}, "observability_storage.grafana must be {size:"),
+    ({"storage": {"grafana": {"size": "1Gi", "storage_class": "Fast_SSD"}}},
+     "observability_storage.grafana.storage_class 'Fast_SSD' is not a StorageClass name"),
+    ({"storage": ["prometheus"]}, "observability_storage must be a mapping by addon"),
+    ({"check_source_address": "my-laptop"}, "observability_check_source_address 'my-laptop' is not an IP address"),
 ])
 def test_each_bad_input_is_refused_naming_its_variable(change, named):
     errors = observability_input_errors(dict(GOOD, **change))
@@ -183,6 +191,10 @@ def test_loadbalancer_exposure_sets_the_source_ranges_on_the_tools_service_only(
     assert by_kind(out, "Service")["spec"]["loadBalancerSourceRanges"] == ["203.0.113.0/24"]
     out = observability_addon_manifests(GRAFANA, "grafana", {"exposure": "none"})
     assert by_kind(out, "Service")["spec"]["type"] == "ClusterIP"
+    # null: the merge patch removes ranges an earlier loadbalancer run set (refused on a ClusterIP Service).
+    assert by_kind(out, "Service")["spec"]["loadBalancerSourceRanges"] is None
+    public = observability_addon_manifests(GRAFANA, "grafana", {"exposure": "loadbalancer", "allow_public": True})
+    assert public[2]["spec"]["loadBalancerSourceRanges"] is None
 
 
 def test_a_manifest_without_objects_or_an_unknown_addon_is_an_error():
@@ -249,3 +261,144 @@ def test_istio_targets_up_and_down():
     got = observability_istio_targets(answer)
     assert got["istiod_up"] and [t["url"] for t in got["up"]] == ["http://10.0.0.2:15014/metrics"]
     assert not observability_istio_targets({"data": {"activeTargets": []}})["istiod_up"]
+
+
+# --- persistent storage ------------------------------------------------------------
+
+PROMETHEUS = [
+    {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "prometheus", "namespace": "istio-system"},
+     "spec": {"strategy": {"type": "Recreate", "rollingUpdate": None}, "template": {"spec": {
+         "containers": [{"name": "prometheus-server", "image": "prom/prometheus:v3.10.0",
+                         "args": ["--storage.tsdb.path=/data"],
+                         "volumeMounts": [{"name": "config-volume", "mountPath": "/etc/config"},
+                                          {"name": "storage-volume", "mountPath": "/data", "subPath": ""}]}],
+         "volumes": [{"name": "config-volume", "configMap": {"name": "prometheus"}},
+                     {"name": "storage-volume", "emptyDir": {}}]}}}},
+]
+
+
+def test_storage_off_keeps_upstreams_empty_dir_and_undoes_a_claim():
+    out = observability_addon_manifests(PROMETHEUS, "prometheus", {})
+    assert [d["kind"] for d in out] == ["Deployment"]
+    pod = by_kind(out, "Deployment")["spec"]["template"]["spec"]
+    # nulls: the merge patch removes the claim and fsGroup a run with storage set.
+    assert {"name": "storage-volume", "emptyDir": {}, "persistentVolumeClaim": None} in pod["volumes"]
+    assert pod["securityContext"] == {"fsGroup": None}
+
+
+@pytest.mark.parametrize("addon,docs,volume,group", [("prometheus", PROMETHEUS, "storage-volume", 65534),
+                                                     ("grafana", None, "storage", 472)])
+def test_storage_puts_the_data_volume_on_a_claim(addon, docs, volume, group):
+    docs = docs or [dict(GRAFANA[1], spec={"strategy": {"type": "RollingUpdate"}, "template": {"spec": dict(
+        GRAFANA[1]["spec"]["template"]["spec"], volumes=[{"name": "config", "configMap": {"name": "grafana"}},
+                                                         {"name": "storage", "emptyDir": {}}])}})]
+    out = observability_addon_manifests(docs, addon, {"namespace": "observe",
+                                                      "storage": {addon: {"size": "20Gi", "storage_class": "fast"}}})
+    claim = out[0]
+    assert claim == {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                     "metadata": {"name": f"{addon}-storage", "namespace": "observe",
+                                  "labels": {"app": addon, "app.kubernetes.io/managed-by": "servicemesh.istio.observability"}},
+                     "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "20Gi"}},
+                              "storageClassName": "fast"}}
+    deployment = by_kind(out, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    assert [v for v in pod["volumes"] if v["name"] == volume] == [
+        {"name": volume, "persistentVolumeClaim": {"claimName": f"{addon}-storage"}, "emptyDir": None}]
+    assert len(pod["volumes"]) == len({v["name"] for v in pod["volumes"]})
+    # One ReadWriteOnce volume, one pod at a time.
+    assert deployment["spec"]["strategy"] == {"type": "Recreate", "rollingUpdate": None}
+    assert pod["securityContext"] == {"fsGroup": group}
+    # The cluster's default StorageClass when none is named; the input is not changed.
+    again = observability_addon_manifests(docs, addon, {"storage": {addon: {"size": "1Gi"}}})
+    assert "storageClassName" not in again[0]["spec"]
+    assert {"name": volume, "emptyDir": {}} in docs[0]["spec"]["template"]["spec"]["volumes"]
+
+
+def test_storage_of_an_addon_whose_manifest_has_no_deployment_is_an_error():
+    with pytest.raises(AnsibleFilterError, match="observability_storage.grafana, but the manifest has no Deployment"):
+        observability_addon_manifests(GRAFANA[:1], "grafana", {"storage": {"grafana": {"size": "1Gi"}}})
+
+
+# --- requests at the exposed URLs --------------------------------------------------
+
+TOOLS4 = ["prometheus", "grafana", "kiali", "jaeger"]
+
+
+def test_gateway_checks_ask_each_tool_at_the_gateway_with_its_host_name():
+    checks = observability_exposure_checks(TOOLS4, {
+        "exposure": "gateway", "domain": "obs.example.org", "gateway_address": "203.0.113.10",
+        "ca_bundle": "/etc/roots.pem", "allowed_source_ranges": ["198.51.100.0/24"]})
+    by_tool = {c["tool"]: c for c in checks}
+    assert list(by_tool) == TOOLS4
+    grafana = by_tool["grafana"]
+    assert grafana["url"] == "https://grafana.obs.example.org/" and grafana["status"] == [302]
+    assert grafana["external"] == {"host": "grafana.obs.example.org", "address": "203.0.113.10", "scheme": "https",
+                                   "port": 443, "ca_path": "/etc/roots.pem", "source_ranges": ["198.51.100.0/24"],
+                                   "status_outside": [403]}
+    assert by_tool["kiali"]["path"] == "/kiali/api/namespaces" and by_tool["kiali"]["status"] == [401]
+    assert by_tool["prometheus"]["status"] == [200] and by_tool["jaeger"]["path"] == "/jaeger/api/services"
+    # Only a JWT admits, and the role sends none: refused whatever the source.
+    jwt = observability_exposure_checks(["prometheus"], {"exposure": "gateway", "domain": "d.example", "jwt_issuer": "x"})
+    assert jwt[0]["status"] == [403] and "source_ranges" not in jwt[0]["external"]
+
+
+def test_loadbalancer_checks_ask_each_tool_at_its_address_and_expect_no_answer_outside():
+    checks = observability_exposure_checks(["grafana", "jaeger"], {
+        "exposure": "loadbalancer", "allowed_source_ranges": ["198.51.100.0/24"], "check_source_address": "192.0.2.9",
+        "addresses": {"grafana": "203.0.113.21", "jaeger": "203.0.113.22"}})
+    assert [c["url"] for c in checks] == ["http://203.0.113.21:3000/", "http://203.0.113.22:80/jaeger/api/services"]
+    assert checks[0]["external"] == {"host": "203.0.113.21", "address": "203.0.113.21", "scheme": "http", "port": 3000,
+                                     "source_address": "192.0.2.9", "source_ranges": ["198.51.100.0/24"],
+                                     "status_outside": [-1]}
+    public = observability_exposure_checks(["prometheus"], {"exposure": "loadbalancer", "allow_public": True,
+                                                            "addresses": {"prometheus": "203.0.113.20"}})
+    assert public[0]["status"] == [200] and "status_outside" not in public[0]["external"]
+    assert observability_exposure_checks(TOOLS4, {"exposure": "none"}) == []
+    anonymous = observability_exposure_checks(["kiali"], {"exposure": "loadbalancer", "allow_public": True,
+                                                          "kiali_auth_strategy": "anonymous"})
+    assert anonymous[0]["status"] == [200]
+
+
+def _result(check, status, inside=True, headers=None, **kw):
+    return dict({"item": check, "status": status, "source": "127.0.0.1", "source_inside": inside,
+                 "headers": headers or {}}, **kw)
+
+
+def test_verdict_names_the_tool_the_url_the_source_and_the_answer():
+    checks = observability_exposure_checks(TOOLS4, {"exposure": "gateway", "domain": "obs.test",
+                                                    "gateway_address": "127.0.100.1",
+                                                    "allowed_source_ranges": ["127.0.0.0/8"]})
+    by_tool = {c["tool"]: c for c in checks}
+    verdict = observability_exposure_verdict({"results": [
+        _result(by_tool["grafana"], 302, headers={"location": "/login"}),
+        _result(by_tool["kiali"], 401), _result(by_tool["prometheus"], 200), _result(by_tool["jaeger"], 200)]})
+    assert all(v["ok"] for v in verdict.values()), verdict
+    assert verdict["grafana"]["message"] == ("grafana: https://grafana.obs.test/ from 127.0.0.1 (inside 127.0.0.0/8) "
+                                             "answered HTTP 302 to /login; expected: asks for a login (302 to /login).")
+    # A redirect somewhere else than the login page is not a login asked for.
+    wrong = observability_exposure_verdict([_result(by_tool["grafana"], 302, headers={"location": "/d/home"})])
+    assert not wrong["grafana"]["ok"] and "302 to /d/home" in wrong["grafana"]["message"]
+    # Outside the ranges the refusal is what must come.
+    outside = observability_exposure_verdict([_result(by_tool["prometheus"], 403, inside=False)])
+    assert outside["prometheus"]["ok"] and "(outside 127.0.0.0/8)" in outside["prometheus"]["message"]
+    assert "refused (403" in outside["prometheus"]["expected"]
+    lb = observability_exposure_checks(["prometheus"], {"exposure": "loadbalancer", "allowed_source_ranges": ["192.0.2.0/24"],
+                                                        "addresses": {"prometheus": "127.0.100.9"}})
+    dropped = observability_exposure_verdict([_result(lb[0], -1, inside=False, error="ConnectionResetError: reset")])
+    assert dropped["prometheus"]["ok"] and "(outside 192.0.2.0/24) gave no answer (ConnectionResetError: reset);" \
+        in dropped["prometheus"]["message"]
+
+
+def test_stale_objects_are_what_this_run_does_not_apply():
+    gateway = {"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+               "metadata": {"name": "observability", "namespace": "istio-system", "uid": "1"}, "spec": {}}
+    jwt = {"apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
+           "metadata": {"name": "observability-jwt", "namespace": "istio-system"}}
+    wanted = [{"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+               "metadata": {"name": "observability", "namespace": "istio-system"}}]
+    assert observability_stale_objects([gateway, jwt], wanted) == [
+        {"apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
+         "metadata": {"name": "observability-jwt", "namespace": "istio-system"}}]
+    # Another exposure: every gateway object goes.
+    assert [o["kind"] for o in observability_stale_objects([gateway, jwt], [])] == ["Gateway", "RequestAuthentication"]
+    assert observability_stale_objects([], []) == []
