@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -222,3 +223,51 @@ def test_what_the_stand_in_does_not_evaluate_is_a_503_that_says_so(spec_extra, r
 def test_a_request_has_no_principal_here():
     needs_jwt = policy("jwt", "ALLOW", [{"from": [{"source": {"requestPrincipals": ["*"]}}]}])
     assert with_policies(needs_jwt).answer(80, "grafana.obs.test", "/", request("192.0.2.9"))[0] == 403
+
+
+def _lb_service(ranges, ports=(9090,), kind="LoadBalancer", address="127.0.100.9"):
+    return SimpleNamespace(
+        metadata=SimpleNamespace(namespace="istio-system", name="prometheus"),
+        spec=SimpleNamespace(type=kind, cluster_ip="10.96.0.40", load_balancer_source_ranges=ranges,
+                             ports=[SimpleNamespace(port=p, protocol="TCP") for p in ports]),
+        status=SimpleNamespace(load_balancer=SimpleNamespace(ingress=[SimpleNamespace(ip=address)])))
+
+
+def test_load_balancers_are_read_from_the_services_but_the_gateways():
+    core = SimpleNamespace(list_service_for_all_namespaces=lambda: SimpleNamespace(items=[
+        _lb_service(["192.0.2.0/24"]), _lb_service(None, kind="ClusterIP")]))
+    found = gateway_standin.load_balancer_services(core, {})
+    assert list(found) == [("istio-system", "prometheus", "127.0.100.9", "10.96.0.40", (9090,), ("192.0.2.0/24",))]
+    # A gateway's Service is the gateway stand-in's own.
+    assert gateway_standin.load_balancer_services(core, {("istio-system", "prometheus", "127.0.100.9", (9090,)): 1}) == {}
+
+
+@pytest.mark.parametrize("ranges,relayed", [(["127.0.0.0/8"], True), (["192.0.2.0/24"], False), ([], True)])
+def test_a_load_balancer_port_relays_only_sources_inside_its_ranges(tmp_path, ranges, relayed):
+    """A real listener on loopback relaying to a real upstream; outside the ranges, a reset and nothing relayed."""
+    upstream = socket.create_server(("127.0.0.1", 0))
+    upstream.settimeout(3)
+    record = tmp_path / "lb.jsonl"
+    lb = gateway_standin.LoadBalancerPort(("127.0.0.1", 0), upstream.getsockname(), ranges, record)
+    try:
+        with socket.create_connection(lb.sock.getsockname(), timeout=3) as client:
+            if relayed:
+                conn, _peer = upstream.accept()
+                with conn:
+                    client.sendall(b"ping")
+                    assert conn.recv(4) == b"ping"
+                    conn.sendall(b"pong")
+                    assert client.recv(4) == b"pong"
+            else:
+                with pytest.raises(ConnectionResetError):
+                    client.sendall(b"ping")
+                    client.recv(4)
+                upstream.settimeout(0.3)
+                with pytest.raises(socket.timeout):
+                    upstream.accept()
+        event = gateway_standin.json.loads(record.read_text().splitlines()[-1])
+        assert event["allowed"] is relayed and event["client"] == "127.0.0.1"
+        assert ("relayed to" if relayed else "dropped (reset)") in event["why"]
+    finally:
+        lb.close()
+        upstream.close()
