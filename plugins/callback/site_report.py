@@ -16,6 +16,9 @@ description:
   - The report is written as JSON to O(report_path), and printed as text at the end of the run unless the stdout
     callback prints JSON itself (for example C(ansible.posix.json)), whose output it must not break.
   - In AWX the same data is the job's artifact C(istio_mesh_report) (M(ansible.builtin.set_stats)).
+  - "A run against several clusters (one inventory host per cluster) gets one report per cluster: its steps, what
+    they verified and the step that failed there, under C(clusters) in the JSON and a section each in the text; the
+    run fails when one cluster failed, and the others' reports say what they did."
 requirements:
   - Enabled in C(ansible.cfg) (C(callbacks_enabled = servicemesh.istio.site_report)), as this collection's
     C(ansible.cfg) does.
@@ -141,6 +144,13 @@ def render_text(report):
     """The report as lines for the end of the run."""
     lines = ['SERVICE MESH REPORT: %s in %.0f s%s' % (report['result'].upper(), report['seconds'],
                                                       ' (check mode: nothing was changed)' if report['check_mode'] else '')]
+    if 'clusters' in report:
+        lines[0] += ' (%d clusters: %s)' % (len(report['clusters']), ', '.join(
+            '%s %s' % (c['host'], c['result']) for c in report['clusters']))
+        for cluster in report['clusters']:
+            lines.append('  cluster %s: %s in %.0f s' % (cluster['host'], cluster['result'].upper(), cluster['seconds']))
+            lines.extend('  ' + line for line in render_text(dict(cluster, check_mode=False))[1:])
+        return lines
     for step in report['steps']:
         counts = step['tasks']
         lines.append('  %-14s %-8s %6.1f s  ok=%d changed=%d failed=%d skipped=%d' % (
@@ -160,6 +170,35 @@ def render_text(report):
     return lines
 
 
+def build_run_report(steps_by_host, verified_by_host, stats_by_host, started, finished, check_mode=False,
+                     planned=()):
+    """The report of a run: ``build_report``'s for one host (one cluster);
+    for several, the run's result and one such report per host under
+    ``clusters``, in inventory order as the run met them."""
+    reports = []
+    for host, steps in steps_by_host.items():
+        report = build_report(steps, verified_by_host.get(host) or {}, stats_by_host.get(host) or {}, started,
+                              max([s['finished'] for s in steps.values()] or [finished]), check_mode, planned)
+        reports.append(dict(report, host=host))
+    if not reports:
+        return build_report({}, {}, {}, started, finished, check_mode, planned)
+    if len(reports) == 1:
+        single = reports[0]
+        del single['host']
+        single['seconds'] = round(finished - started, 1)
+        return single
+    totals = {key: sum(r['totals'].get(key, 0) for r in reports) for key in
+              ('ok', 'changed', 'failures', 'unreachable', 'skipped', 'rescued')}
+    return {
+        'result': 'failed' if any(r['result'] == 'failed' for r in reports) else 'ok',
+        'check_mode': bool(check_mode),
+        'started': datetime.datetime.fromtimestamp(started, datetime.timezone.utc).isoformat(timespec='seconds'),
+        'seconds': round(finished - started, 1),
+        'clusters': reports,
+        'totals': totals,
+    }
+
+
 class CallbackModule(CallbackBase):
     """Collects what each step did and verified, writes the report at the end."""
 
@@ -170,8 +209,10 @@ class CallbackModule(CallbackBase):
 
     def __init__(self, display=None, options=None):
         super().__init__(display=display, options=options)
-        self._steps = {}
+        self._steps = {}  # host -> step name -> step
+        self._verified = {}  # host -> what its roles recorded with set_stats
         self._started = time.time()
+        self._task_started = self._started
         self._uses_collection = False
         self._planned = []
 
@@ -182,19 +223,24 @@ class CallbackModule(CallbackBase):
                 self._planned.append(name)
 
     def v2_playbook_on_task_start(self, task, is_conditional):
-        name = step_of(task)
-        if name is not None and not is_role_spec_check(task):
+        self._task_started = time.time()
+        if step_of(task) is not None and not is_role_spec_check(task):
             self._uses_collection = True
-            self._steps.setdefault(name, new_step(name, time.time()))
 
     def _result(self, result, outcome):
+        host = result._host.get_name()
+        stats = result._result.get('ansible_stats') if outcome != 'skipped' else None
+        if isinstance(stats, dict) and isinstance((stats.get('data') or {}).get(REPORT_KEY), dict):
+            self._verified.setdefault(host, {}).update(stats['data'][REPORT_KEY])
         name = step_of(result._task)
         if name is None or is_role_spec_check(result._task):
             return
         message = ''
         if outcome == 'failed':
             message = failure_message(result._result)
-        record(self._steps, name, outcome, time.time(), result._task.get_name(), message)
+        steps = self._steps.setdefault(host, {})
+        steps.setdefault(name, new_step(name, self._task_started))
+        record(steps, name, outcome, time.time(), result._task.get_name(), message)
 
     def v2_runner_on_ok(self, result):
         self._result(result, 'changed' if result._result.get('changed') else 'ok')
@@ -211,13 +257,16 @@ class CallbackModule(CallbackBase):
     def v2_playbook_on_stats(self, stats):
         if not self._uses_collection:
             return
-        custom = (stats.custom or {}).get('_run', {})
-        verified = custom.get(REPORT_KEY) or {}
-        totals = {key: sum(getattr(stats, key, {}).values()) for key in
-                  ('ok', 'changed', 'failures', 'unreachable', 'skipped', 'rescued')}
+        hosts = list(self._steps) + [h for h in sorted(getattr(stats, 'processed', {}) or {}) if h not in self._steps]
+        keys = ('ok', 'changed', 'failures', 'unreachable', 'skipped', 'rescued')
+        by_host = {host: {key: (getattr(stats, key, {}) or {}).get(host, 0) for key in keys} for host in hosts}
+        verified = dict(self._verified)
+        if len(hosts) == 1 and not verified.get(hosts[0]):
+            # What set_stats recorded for the run (a result without ansible_stats).
+            verified[hosts[0]] = (stats.custom or {}).get('_run', {}).get(REPORT_KEY) or {}
         from ansible import context  # pylint: disable=import-outside-toplevel
-        report = build_report(self._steps, verified, totals, self._started, time.time(),
-                              bool(context.CLIARGS.get('check')), self._planned)
+        report = build_run_report({host: self._steps.get(host, {}) for host in hosts}, verified, by_host,
+                                  self._started, time.time(), bool(context.CLIARGS.get('check')), self._planned)
         path = self.get_option('report_path')
         if path:
             try:

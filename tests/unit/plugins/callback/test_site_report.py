@@ -5,7 +5,8 @@ the run, what each step recorded as verified, what did not run, as JSON and text
 
 from __future__ import annotations
 
-from ansible_collections.servicemesh.istio.plugins.callback.site_report import build_report, failure_message, record, render_text
+from ansible_collections.servicemesh.istio.plugins.callback.site_report import (build_report, build_run_report, failure_message,
+                                                                           record, render_text)
 
 T0 = 1_800_000_000.0
 TOTALS_OK = {"ok": 40, "changed": 3, "failures": 0, "unreachable": 0, "skipped": 9, "rescued": 0}
@@ -78,3 +79,31 @@ def test_a_loop_failure_says_what_its_failed_items_said():
         {"item": "b", "failed": True, "msg": "mtls_verify_target_url 'x' is not an http(s) URL"}]}
     assert failure_message(result) == "mtls_verify_target_url 'x' is not an http(s) URL"
     assert failure_message({"failed": True, "msg": "plain"}) == "plain"
+
+
+def test_one_host_gives_the_report_of_one_cluster_unchanged():
+    steps = run([("preflight", "ok"), ("istio_install", "changed")])
+    single = build_run_report({"localhost": steps}, {"localhost": {}}, {"localhost": TOTALS_OK}, T0, T0 + 9,
+                              planned=PLANNED)
+    assert single == build_report(steps, {}, TOTALS_OK, T0, T0 + 9, planned=PLANNED)
+
+
+def test_several_clusters_each_get_their_report_and_one_failure_fails_the_run():
+    """cluster-b stopped in its preflight; cluster-a went on and converged."""
+    steps_a = run([("preflight", "ok"), ("istio_install", "changed"), ("bookinfo", "changed")])
+    steps_b = run([("preflight", "failed", "Check the role's inputs", "bookinfo_namespace 'Bad_NS' is not valid")])
+    verified = {"cluster-a": {"bookinfo": {"checks": ["6 of 6 pods Ready"], "skipped": []}}}
+    report = build_run_report({"cluster-a": steps_a, "cluster-b": steps_b}, verified,
+                              {"cluster-a": TOTALS_OK, "cluster-b": TOTALS_FAILED}, T0, T0 + 20, planned=PLANNED)
+    assert report["result"] == "failed"
+    a, b = report["clusters"]
+    assert (a["host"], a["result"], a["failed_step"]) == ("cluster-a", "ok", None)
+    assert [s["status"] for s in a["steps"]] == ["ok", "changed", "changed"]
+    assert a["steps"][2]["verified"] == verified["cluster-a"]["bookinfo"]
+    assert (b["host"], b["result"]) == ("cluster-b", "failed")
+    assert b["failed_step"]["step"] == "preflight" and "Bad_NS" in b["failed_step"]["message"]
+    assert report["totals"]["failures"] == 1
+    text = "\n".join(render_text(report))
+    assert "SERVICE MESH REPORT: FAILED in 20 s (2 clusters: cluster-a ok, cluster-b failed)" in text
+    assert "  cluster cluster-a: OK" in text and "  cluster cluster-b: FAILED" in text
+    assert "verified: 6 of 6 pods Ready" in text and "FAILED in preflight" in text
