@@ -18,14 +18,24 @@ times each, alternating the weights between 50/50 and 80/20, medians printed:
   plain               - `kubectl apply -f` of the same VirtualService, then
                         polling istiod (xDS, the same reader) every 0.1 s
                         until productpage's route shows the weights.
-Then it removes Istio and Bookinfo again.
+  bare k8s task      - the same VirtualService applied by a one-task playbook
+                        with kubernetes.core.k8s (definition inline, client-side
+                        apply, then server-side apply), the module run by a
+                        wrapper interpreter that times the module process.
+Then, once, the k8s module under cProfile (the split of its process: the
+module's own work and its HTTP requests, source compiled from the AnsiballZ
+zip, the rest imports), and the cost of starting Python and of importing the
+Kubernetes client. Then it removes Istio and Bookinfo again.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
+import pstats
+import shutil
 import statistics
 import subprocess
 import sys
@@ -44,6 +54,7 @@ ENV = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".collections"), ANSI
            ANSIBLE_NOCOLOR="1", ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
 VARS = {"bookinfo_namespace": NS, "canary_namespace": NS, "servicemesh_istio_analyze": False}
 SHIFT_TASKS = ("Apply the VirtualService with the weights", "Confirm the weights reached the callers' routes")
+KUBECTL_TIMES: list[float] = []
 
 
 def playbook(*args, extra=None):
@@ -71,6 +82,93 @@ def task_seconds(doc, suffixes):
     return total
 
 
+# The module's interpreter for the bare k8s tasks: the AnsiballZ payload arrives on stdin (pipelining); the
+# wrapper writes the module process' start and end, and with BENCH_PROFILE runs it under cProfile.
+WRAPPER = """#!/bin/sh
+f=$(mktemp "$BENCH_PROF_DIR/module-XXXXXX")
+cat > "$f.py"
+t0=$(date +%s.%N)
+if [ -n "$BENCH_PROFILE" ]; then
+  "$BENCH_PYTHON" -c 'import atexit, cProfile, runpy, sys
+base = sys.argv[1]
+sys.argv = [base + ".py"]
+prof = cProfile.Profile()
+atexit.register(lambda: (prof.disable(), prof.dump_stats(base + ".prof")))
+prof.enable()
+runpy.run_path(base + ".py", run_name="__main__")' "$f"
+else
+  "$BENCH_PYTHON" "$f.py"
+fi
+rc=$?
+echo "$t0 $(date +%s.%N)" > "$f.wall"
+exit $rc
+"""
+
+
+def bare_k8s(weights_list, server_side=False, profile=False):
+    """The VirtualService applied by kubernetes.core.k8s alone, one task per weights: (task seconds, module
+    process seconds) per task, and with ``profile`` the cProfile files of the module processes."""
+    prof_dir = tempfile.mkdtemp(prefix="bench-canary-")
+    wrapper = Path(prof_dir) / "python"
+    wrapper.write_text(WRAPPER)
+    wrapper.chmod(0o755)
+    tasks = []
+    # A first task, left out of the figures, builds the module's AnsiballZ payload (the role's VirtualService task
+    # finds it built by its DestinationRule task) and applies the weights already there.
+    for weights in [weights_list[-1], *weights_list]:
+        params = {"state": "present", "apply": True, "definition": virtual_service(weights)}
+        if server_side:
+            params["server_side_apply"] = {"field_manager": "servicemesh.istio", "force_conflicts": True}
+        tasks.append({"name": f"bare apply {weights}", "kubernetes.core.k8s": params})
+    play = [{"name": "bare kubernetes.core.k8s", "hosts": "localhost", "gather_facts": False, "tasks": tasks}]
+    book = Path(prof_dir) / "bare.yml"
+    book.write_text(json.dumps(play))
+    env = dict(ENV, BENCH_PROF_DIR=prof_dir, BENCH_PYTHON=sys.executable, BENCH_PROFILE="1" if profile else "")
+    proc = subprocess.run([str(ROOT / ".venv/bin/ansible-playbook"), "-i", "inventories/local", str(book),
+                           "-e", f"ansible_python_interpreter={wrapper}"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"bare k8s failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
+    doc = json.loads(proc.stdout)
+    task_times = [task_seconds({"plays": [{"tasks": [task]}]}, ("",)) for task in doc["plays"][0]["tasks"]]
+    walls = []
+    for path in sorted(glob.glob(f"{prof_dir}/module-*.wall"), key=os.path.getmtime):
+        start, end = (float(x) for x in Path(path).read_text().split())
+        walls.append(end - start)
+    profiles = sorted(glob.glob(f"{prof_dir}/module-*.prof"), key=os.path.getmtime)
+    stats = [profile_split(path) for path in profiles]
+    shutil.rmtree(prof_dir)
+    return task_times[1:], walls[1:], stats[1:]
+
+
+def profile_split(path):
+    """Seconds of one profiled k8s module process: all of it, the module's main() (its work after the imports),
+    the HTTP requests to the API server, the source compiled from the AnsiballZ zip."""
+    stats = pstats.Stats(path).stats  # {(file, line, func): (cc, nc, tottime, cumtime, callers)}
+    out = {"total": 0.0, "main": 0.0, "requests": 0.0, "compile": 0.0}
+    for (filename, _line, func), (_cc, _nc, tottime, cumtime, _callers) in stats.items():
+        out["total"] += tottime
+        if func == "main" and filename.endswith("plugins/modules/k8s.py"):
+            out["main"] += cumtime
+        elif func == "request" and filename.endswith("kubernetes/client/rest.py"):
+            out["requests"] += cumtime
+        elif func == "_compile_source" and "zipimport" in filename:
+            out["compile"] += cumtime
+    return out
+
+
+def python_costs(reps=3):
+    """Median seconds to start Python, and to start it and import the Kubernetes client as the module does."""
+    def timed(code):
+        runs = []
+        for _rep in range(reps):
+            start = time.monotonic()
+            subprocess.run([sys.executable, "-c", code], check=True)
+            runs.append(time.monotonic() - start)
+        return statistics.median(runs)
+    return timed("pass"), timed("import kubernetes.client, kubernetes.config, kubernetes.dynamic")
+
+
 def virtual_service(weights):
     route = [{"destination": {"host": "reviews", "subset": k}, "weight": v} for k, v in weights.items()]
     return {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
@@ -91,6 +189,7 @@ def plain(weights):
     start = time.monotonic()
     subprocess.run(["kubectl", "--kubeconfig", os.environ["SMI_KUBECONFIG"], "apply", "-f", handle.name],
                    check=True, capture_output=True)
+    KUBECTL_TIMES.append(time.monotonic() - start)
     while True:
         result = _proxy_info.run_proxy_config_info(params)
         routes = [r for p in result["proxies"] for v in p["routes"] for r in v["routes"] if r["destinations"]]
@@ -116,17 +215,26 @@ def main():
     print(f"installed in {elapsed:.0f} s; {args.reps} reps of two shifts each way", flush=True)
     whole, shift, plain_runs = [], [], []
     parts = {task: [] for task in SHIFT_TASKS}
+    bare = {"client-side apply": ([], []), "server-side apply": ([], [])}
+    pairs = ({"v1": 50, "v2": 50}, {"v1": 80, "v2": 20})
     try:
         for rep in range(args.reps):
-            for weights in ({"v1": 50, "v2": 50}, {"v1": 80, "v2": 20}):
+            for weights in pairs:
                 elapsed, doc = playbook("--tags", "canary", "playbooks/site.yml", extra={"canary_weights": weights})
                 whole.append(elapsed)
                 shift.append(task_seconds(doc, SHIFT_TASKS))
                 for task in SHIFT_TASKS:
                     parts[task].append(task_seconds(doc, (task,)))
-            for weights in ({"v1": 50, "v2": 50}, {"v1": 80, "v2": 20}):
+            for weights in pairs:
                 plain_runs.append(plain(weights))
-            print(f"rep {rep + 1}: role {whole[-2:]}, shift {shift[-2:]}, plain {plain_runs[-2:]}", flush=True)
+            for name, (tasks, walls) in bare.items():
+                got_tasks, got_walls, _stats = bare_k8s(pairs, server_side=name == "server-side apply")
+                tasks.extend(got_tasks)
+                walls.extend(got_walls)
+            print(f"rep {rep + 1}: role {fmt(whole[-2:])}, shift {fmt(shift[-2:])}, plain {fmt(plain_runs[-2:])}, "
+                  f"bare k8s task {fmt(bare['client-side apply'][0][-2:])}", flush=True)
+        _tasks, _walls, profiled = bare_k8s(pairs * 2, profile=True)
+        start_python, import_kubernetes = python_costs()
     finally:
         if not args.keep:
             print("removing Istio and Bookinfo (teardown.yml) ...", flush=True)
@@ -140,6 +248,22 @@ def main():
         print(f"  of the shift, {task}: median {statistics.median(values):.2f} s")
     print(f"ratio role shift / plain: {med['role, the shift'] / med['plain']:.2f}; "
           f"whole run / plain: {med['role, whole run'] / med['plain']:.2f}")
+    print("where the apply goes (kubernetes.core.k8s applying the same VirtualService, medians):")
+    for name, (tasks, walls) in bare.items():
+        print(f"  bare k8s task, {name}: task {statistics.median(tasks):.3f} s, of which the module process "
+              f"{statistics.median(walls):.3f} s (the controller's part {statistics.median(tasks) - statistics.median(walls):.3f} s)")
+    split = {key: statistics.median(p[key] for p in profiled) for key in profiled[0]}
+    print(f"  under cProfile (slower than without), one module process: {split['total']:.3f} s, of which main() "
+          f"{split['main']:.3f} s (the HTTP requests {split['requests']:.3f} s: /version, GET, PATCH), source "
+          f"compiled from the AnsiballZ zip {split['compile']:.3f} s, the other imports "
+          f"{split['total'] - split['main'] - split['compile']:.3f} s")
+    print(f"  python -c pass: {start_python:.3f} s; python -c 'import kubernetes.client, .config, .dynamic': "
+          f"{import_kubernetes:.3f} s")
+    print(f"  kubectl apply (the plain way's apply alone): median {statistics.median(KUBECTL_TIMES):.3f} s")
+
+
+def fmt(values):
+    return "[" + ", ".join(f"{v:.2f}" for v in values) + "]"
 
 
 if __name__ == "__main__":
