@@ -645,6 +645,46 @@ def test_split_from_prometheus_that_does_not_hold_fails_with_the_figures(k8s, ro
         assert fixed.rc == 0, fixed.explain()
 
 
+def test_split_from_prometheus_fails_when_the_virtual_service_changes_under_it(k8s, routed_traffic):
+    """The role applies 50/50 and istiod pushes it to productpage; 5 s into the measurement window another hand
+    (a kubectl edit, say) sets the VirtualService to 100/0. The stand-in routes by what istiod then pushes, the
+    reviews pods' counts in Prometheus show v1 far above 50%, and the role fails with the figures: the weights it
+    applied are not the split the traffic got."""
+    ip, _exporter, _users = routed_traffic
+    edited = threading.Event()
+
+    def edit_once_applied():
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            vs = get(k8s, "virtualservices")
+            if vs and weights_of(vs) == {"v1": 50, "v2": 50}:
+                time.sleep(5)  # the role has confirmed the push by then and waits out its window
+                route = [{"destination": {"host": "reviews", "subset": "v1"}, "weight": 100},
+                         {"destination": {"host": "reviews", "subset": "v2"}, "weight": 0}]
+                client.CustomObjectsApi(k8s).patch_namespaced_custom_object(
+                    *NETWORKING, NS, "virtualservices", "reviews", {"spec": {"http": [{"route": route}]}})
+                edited.set()
+                return
+            time.sleep(0.2)
+
+    editor = threading.Thread(target=edit_once_applied, daemon=True)
+    editor.start()
+    try:
+        run = measure_from_prometheus(ip, canary_weights={"v1": 50, "v2": 50})
+        editor.join(timeout=10)
+        assert edited.is_set(), run.explain()
+        assert run.rc != 0, run.explain()
+        failures = " ".join(run.failures())
+        assert (f'The measured split of {NS}/reviews (prometheus) is not the one configured ({{"v1": 50, "v2": 50}})'
+                in failures), failures
+        assert "expected 50.0%" in failures and "OUTSIDE" in failures, failures
+        assert not results_of(run, "Confirm the weights reached the callers' routes")[0].get("failed"), run.explain()
+        assert weights_of(get(k8s, "virtualservices")) == {"v1": 100, "v2": 0}
+    finally:
+        restored = canary()
+        assert restored.rc == 0, restored.explain()
+
+
 def test_split_from_prometheus_without_traffic_cannot_decide(k8s, routed_traffic):
     """The users stop: the counters stay flat over the window, 0 requests counted: 'cannot decide', a failure,
     never a pass."""
