@@ -16,7 +16,9 @@ import json
 import sys
 from pathlib import Path
 
-from test_cluster_lifecycle import CLUSTER, REPO_ROOT, lc_env, netns_exists, sh  # noqa: F401  (lc_env: fixture)
+# lc_env is the life cycle tests' fixture (a namespace and state directory of
+# their own), used by name.
+from test_cluster_lifecycle import CLUSTER, REPO_ROOT, lc_env, netns_exists, sh  # noqa: F401  pylint: disable=unused-import
 
 sys.path.insert(0, str(REPO_ROOT / "hack/testcluster"))
 import latency  # noqa: E402  pylint: disable=wrong-import-position
