@@ -176,6 +176,10 @@ BAD = [
     ({"canary_weights": {"v1": 50, "v9": 50}}, "canary_weights.v9 names a subset that canary_subsets does not define"),
     ({"canary_subsets": [{"name": "V_1", "labels": {"version": "v1"}}], "canary_weights": {"V_1": 100}},
      "canary_subsets[0].name 'V_1' is not a valid subset name"),
+    ({"canary_measure": True, "canary_measure_source": "prometheus", "canary_measure_window": 0},
+     "canary_measure_window must be a positive number of seconds, got 0"),
+    ({"canary_measure": True, "canary_measure_source": "prometheus", "canary_prometheus_url": "prometheus:9090"},
+     "canary_prometheus_url 'prometheus:9090' is not an http(s) URL"),
 ]
 BAD_ON_CLUSTER = [
     ({"canary_subsets": [*V1V2, {"name": "v4", "labels": {"version": "v4"}}],
