@@ -167,7 +167,10 @@ cmd_start() {
   check_profile
   if ns_exists; then
     if api_ready && pid_alive kube-apiserver; then
-      log "the test cluster is already running (hack/testcluster/cluster.sh status for details)"
+      if [ -n "${SMI_PROFILE:-}" ] && [ "$SMI_PROFILE" != "$(profile_name)" ]; then
+        die "the test cluster is already running, on the $(profile_name) latency profile; switch it with SMI_PROFILE=$SMI_PROFILE hack/testcluster/cluster.sh reset (an empty cluster), or stop it first"
+      fi
+      log "the test cluster is already running, $(profile_name) latency profile (hack/testcluster/cluster.sh status for details)"
       return 0
     fi
     die "stale cluster state: network namespace '$SMI_NETNS' exists but the cluster in it is not healthy ($(not_running)); bring it back with its data: hack/testcluster/cluster.sh restart, or throw it away: hack/testcluster/cluster.sh stop"

@@ -89,6 +89,10 @@ def test_realistic_profile_delays_pods_and_the_lb_the_same_for_a_seed(lc_env):
     status = sh(CLUSTER, "status", env=lc_env)
     assert status.returncode == 0 and "latency profile: realistic" in status.stdout
     assert "pod-latency" in status.stdout
+    # A running cluster on another profile is not taken for the one asked for.
+    other = sh(CLUSTER, "start", env=dict(lc_env, SMI_PROFILE="instant"))
+    assert other.returncode != 0 and "on the realistic latency profile" in other.stderr
+    assert "SMI_PROFILE=instant hack/testcluster/cluster.sh reset" in other.stderr
 
     first = measure(lc_env, lb=True)
     delays = {}
