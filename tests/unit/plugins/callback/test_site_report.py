@@ -5,8 +5,8 @@ the run, what each step recorded as verified, what did not run, as JSON and text
 
 from __future__ import annotations
 
-from ansible_collections.servicemesh.istio.plugins.callback.site_report import (build_report, build_run_report, failure_message,
-                                                                           record, render_text)
+from ansible_collections.servicemesh.istio.plugins.callback.site_report import (
+    build_report, build_run_report, failure_message, record, render_text)
 
 T0 = 1_800_000_000.0
 TOTALS_OK = {"ok": 40, "changed": 3, "failures": 0, "unreachable": 0, "skipped": 9, "rescued": 0}
