@@ -12,7 +12,7 @@ its no-op rerun, timed; reset; benchmarks/plain_full_site.sh (the tutorial's
 steps with helm and kubectl and their waits, one after the other), timed.
 Prints the medians, the ratio site/plain, the peak RSS of the ansible-playbook
 process (and of its whole process tree, sampled every 0.2 s), the time per
-role split into the kubernetes.core calls that install (helm, k8s), the waits
+role split into the calls that install (kubernetes.core.helm and k8s, helm_release), the waits
 and reads (wait_for_ready, wait_for_certificate, wait_for_dns, k8s_info) and the
 rest (checks, fetches, bookkeeping), and
 the slowest tasks; with --json FILE everything as JSON.
@@ -55,7 +55,7 @@ ENV = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".collections"), ANSI
 SITE = [str(ROOT / ".venv/bin/ansible-playbook"), "-i", str(ROOT / "inventories/local"),
         "-e", f"@{ROOT / 'hack/testcluster/site-vars.yml'}", str(ROOT / "playbooks/site.yml")]
 # What a task's action counts as in the split per role: installs, waits and reads, the rest.
-INSTALL_ACTIONS = {"kubernetes.core.helm", "kubernetes.core.k8s"}
+INSTALL_ACTIONS = {"kubernetes.core.helm", "kubernetes.core.k8s", "servicemesh.istio.helm_release"}
 WAIT_ACTIONS = {"servicemesh.istio.wait_for_ready", "servicemesh.istio.wait_for_certificate",
                 "servicemesh.istio.wait_for_dns", "kubernetes.core.k8s_info"}
 
