@@ -19,7 +19,8 @@ description:
     during the install) makes Helm refuse every further operation. Such a release never had a deployed revision, so
     with O(clear_pending_install) it is uninstalled (as M(kubernetes.core.helm) with O(release_state=absent) does) and
     installed again, and the task says so. The collection's playbooks hold the run lock (M(servicemesh.istio.run_lock))
-    around this, so no other run of the collection can be the one installing."
+    around this, so no other run of the collection can be the one installing; used outside them, an install by
+    another tool still under way would be taken for an interrupted one: set O(clear_pending_install=false) there."
   - A release left C(pending-upgrade) or C(pending-rollback) has a deployed revision behind it and is never rolled back
     automatically; the task fails naming the release, its revision and the C(helm history) and C(helm rollback)
     commands.
