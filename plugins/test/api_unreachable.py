@@ -14,6 +14,14 @@ def api_unreachable(result):
     because the API server did not answer: worth another try."""
     if not isinstance(result, Mapping) or not result.get('failed'):
         return False
+    if not result.get('msg') and result.get('exception') and not result.get('results'):
+        # ansible-core 2.19 evaluates `until` before it normalises a task's
+        # error: a module's fail_json(msg=..., exception=...) reaches `until`
+        # as the exception alone, its message not visible yet. kubernetes.core
+        # fails that way when its client cannot connect (CoreException, the
+        # refused connection of an API server that is down); an error the API
+        # server answered comes with its message, and is judged by it.
+        return True
     texts = [result.get(key) for key in ('msg', 'error', 'exception', 'module_stderr')]
     texts += [item.get('msg') for item in result.get('results') or [] if isinstance(item, Mapping) and item.get('failed')]
     return bool(transient_api_error('\n'.join(str(text) for text in texts if text)))
