@@ -83,16 +83,21 @@ def is_role_spec_check(task):
 
 
 def new_step(name, now):
-    return {'name': name, 'started': now, 'finished': now, 'seconds': 0.0,
+    return {'name': name, 'started': now, 'finished': now, 'seconds': 0.0, 'busy': 0.0,
             'tasks': {'ok': 0, 'changed': 0, 'failed': 0, 'skipped': 0}, 'failure': None}
 
 
-def record(steps, name, outcome, now, task_name='', message=''):
-    """Count one task result of step ``name`` (outcome: ok, changed, failed, skipped)."""
-    step = steps.setdefault(name, new_step(name, now))
+def record(steps, name, outcome, now, task_name='', message='', task_started=None):
+    """Count one task result of step ``name`` (outcome: ok, changed, failed,
+    skipped) that ended at ``now``; ``task_started``: when its task started.
+    A step's ``seconds`` is the time its own tasks took; site.yml overlaps
+    steps (one starts early, goes on after others), so a step's first and
+    last task can be further apart."""
+    step = steps.setdefault(name, new_step(name, now if task_started is None else task_started))
     step['tasks'][outcome] += 1
     step['finished'] = now
-    step['seconds'] = round(now - step['started'], 1)
+    step['busy'] += max(0.0, now - (now if task_started is None else task_started))
+    step['seconds'] = round(step['busy'] if task_started is not None else now - step['started'], 1)
     if outcome == 'failed':
         # The latest: a failure a rescue handled is followed by the rescue's own.
         step['failure'] = {'task': task_name, 'message': message, 'at': now}
@@ -120,7 +125,9 @@ def build_report(steps, verified, stats, started, finished, check_mode=False, pl
         else:
             status = 'skipped'
         out.append({'name': step['name'], 'status': status, 'seconds': step['seconds'], 'tasks': dict(counts),
-                    'verified': verified.get(step['name'])})
+                    'verified': verified.get(step['name']),
+                    # When in the run (seconds from its start) the step's first task started and its last ended.
+                    'span': [round(step['started'] - started, 1), round(step['finished'] - started, 1)]})
     ran = {s['name'] for s in ordered}
     not_run = [name for name in planned if name not in ran]
     done = [s['name'] for s in out if s['status'] in ('ok', 'changed') and s['name'] != (failed or {}).get('name')]
@@ -140,6 +147,14 @@ def build_report(steps, verified, stats, started, finished, check_mode=False, pl
     }
 
 
+def span_note(step):
+    """For a step whose tasks ran apart (site.yml starts some early), when."""
+    span = step.get('span')
+    if not span or span[1] - span[0] < step['seconds'] + 2:
+        return ''
+    return '  (from %.0f s to %.0f s of the run, beside other steps)' % (span[0], span[1])
+
+
 def render_text(report):
     """The report as lines for the end of the run."""
     lines = ['SERVICE MESH REPORT: %s in %.0f s%s' % (report['result'].upper(), report['seconds'],
@@ -153,9 +168,9 @@ def render_text(report):
         return lines
     for step in report['steps']:
         counts = step['tasks']
-        lines.append('  %-14s %-8s %6.1f s  ok=%d changed=%d failed=%d skipped=%d' % (
+        lines.append('  %-14s %-8s %6.1f s  ok=%d changed=%d failed=%d skipped=%d%s' % (
             step['name'], step['status'], step['seconds'], counts['ok'], counts['changed'], counts['failed'],
-            counts['skipped']))
+            counts['skipped'], span_note(step)))
         verified = step.get('verified') or {}
         for line in verified.get('checks', []) if isinstance(verified, dict) else []:
             lines.append('      verified: %s' % line)
@@ -240,7 +255,7 @@ class CallbackModule(CallbackBase):
             message = failure_message(result._result)
         steps = self._steps.setdefault(host, {})
         steps.setdefault(name, new_step(name, self._task_started))
-        record(steps, name, outcome, time.time(), result._task.get_name(), message)
+        record(steps, name, outcome, time.time(), result._task.get_name(), message, self._task_started)
 
     def v2_runner_on_ok(self, result):
         self._result(result, 'changed' if result._result.get('changed') else 'ok')

@@ -107,3 +107,19 @@ def test_several_clusters_each_get_their_report_and_one_failure_fails_the_run():
     assert "SERVICE MESH REPORT: FAILED in 20 s (2 clusters: cluster-a ok, cluster-b failed)" in text
     assert "  cluster cluster-a: OK" in text and "  cluster cluster-b: FAILED" in text
     assert "verified: 6 of 6 pods Ready" in text and "FAILED in preflight" in text
+
+
+def test_a_step_that_ran_apart_counts_its_own_time_and_says_when():
+    """site.yml starts ingress_tls early (cert-manager's chart) and finishes it
+    late: its time is its tasks' own, its span says when it ran."""
+    steps = {}
+    record(steps, "ingress_tls", "changed", T0 + 2, "Install cert-manager", "", T0)
+    record(steps, "istio_install", "changed", T0 + 30, "Install Istio", "", T0 + 2)
+    record(steps, "ingress_tls", "ok", T0 + 35, "Wait for the Certificate", "", T0 + 30)
+    report = build_report(steps, {}, TOTALS_OK, T0, T0 + 35, planned=PLANNED)
+    by_name = {s["name"]: s for s in report["steps"]}
+    assert by_name["ingress_tls"]["seconds"] == 7.0 and by_name["ingress_tls"]["span"] == [0.0, 35.0]
+    assert by_name["istio_install"]["seconds"] == 28.0 and by_name["istio_install"]["span"] == [2.0, 30.0]
+    text = "\n".join(render_text(report))
+    assert "from 0 s to 35 s of the run, beside other steps" in text
+    assert "istio_install  changed    28.0 s  ok=0 changed=1 failed=0 skipped=0\n" in text + "\n", text
