@@ -55,7 +55,7 @@ bash $CLUSTER start || { echo "FAILED: the local test cluster did not start"; ex
 step "pytest inside the clusters' network namespaces (unit + cluster), three parts side by side"
 # Part 1: unit, render, and the cluster tests of the test cluster itself, the
 # modules, the input matrix, ingress/TLS and the install options (then the
-# life cycle); part 2: the site, mTLS, pushed config, namespaces, molecule,
+# life cycle); part 2: the site (and what it overlaps), mTLS, pushed config, namespaces, molecule,
 # the connection ways and the faults; part 3: the observability and canary roles, AWX and
 # the run lock. Each test
 # file belongs to exactly one part (the files of parts 2
@@ -64,7 +64,7 @@ step "pytest inside the clusters' network namespaces (unit + cluster), three par
 PART2=(tests/cluster/test_site_istio_bookinfo.py tests/cluster/test_mtls_verify.py
        tests/cluster/test_proxy_config_info.py tests/cluster/test_bookinfo_namespaces.py
        tests/molecule/test_molecule_scenarios.py tests/cluster/test_connection_groups.py
-       tests/cluster/test_faults.py)
+       tests/cluster/test_faults.py tests/cluster/test_site_overlap.py)
 PART3=(tests/cluster/test_canary.py tests/cluster/test_observability.py
        tests/cluster/test_awx_job_templates.py tests/cluster/test_run_lock.py)
 part1_ignores=(--ignore=tests/lifecycle)
