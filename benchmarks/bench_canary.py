@@ -26,6 +26,14 @@ Then, once, the k8s module under cProfile (the split of its process: the
 module's own work and its HTTP requests, source compiled from the AnsiballZ
 zip, the rest imports), and the cost of starting Python and of importing the
 Kubernetes client. Then it removes Istio and Bookinfo again.
+
+--strategy default|mitogen|both: the Ansible strategy of the role's runs
+(Ansible's default `linear`, Mitogen's `mitogen_linear` as hack/mitogen-env.sh
+turns it on, or both, alternating within each repetition): role, whole run
+and role, the shift are measured and compared with the plain way for each.
+The install, the teardown and the breakdown of the apply (bare k8s task,
+cProfile) always run with the default strategy: the breakdown times the
+module process, which Mitogen does not start.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / ".collections"))
 from ansible_collections.servicemesh.istio.plugins.module_utils import _proxy_info  # noqa: E402  pylint: disable=wrong-import-position
 from ansible_collections.servicemesh.istio.plugins.module_utils._wait import WAIT_ARGUMENT_SPEC  # noqa: E402  pylint: disable=wrong-import-position
+from strategy import STRATEGIES, choices, strategy_env  # noqa: E402  pylint: disable=wrong-import-position
 
 NS = "smistio-bench-canary"
 ENV = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".collections"), ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
@@ -57,12 +66,13 @@ SHIFT_TASKS = ("Apply the VirtualService with the weights", "Confirm the weights
 KUBECTL_TIMES: list[float] = []
 
 
-def playbook(*args, extra=None):
+def playbook(*args, extra=None, strategy="default"):
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump({**VARS, **(extra or {})}, handle)
     start = time.monotonic()
     proc = subprocess.run([str(ROOT / ".venv/bin/ansible-playbook"), "-i", "inventories/local", "-e", f"@{handle.name}",
-                           *args], cwd=ROOT, env=ENV, capture_output=True, text=True, check=False)
+                           *args], cwd=ROOT, env=strategy_env(strategy, ENV), capture_output=True, text=True,
+                          check=False)
     elapsed = time.monotonic() - start
     os.unlink(handle.name)
     if proc.returncode != 0:
@@ -123,7 +133,7 @@ def bare_k8s(weights_list, server_side=False, profile=False):
     play = [{"name": "bare kubernetes.core.k8s", "hosts": "localhost", "gather_facts": False, "tasks": tasks}]
     book = Path(prof_dir) / "bare.yml"
     book.write_text(json.dumps(play))
-    env = dict(ENV, BENCH_PROF_DIR=prof_dir, BENCH_PYTHON=sys.executable, BENCH_PROFILE="1" if profile else "")
+    env = dict(strategy_env("default", ENV), BENCH_PROF_DIR=prof_dir, BENCH_PYTHON=sys.executable, BENCH_PROFILE="1" if profile else "")
     proc = subprocess.run([str(ROOT / ".venv/bin/ansible-playbook"), "-i", "inventories/local", str(book),
                            "-e", f"ansible_python_interpreter={wrapper}"], cwd=ROOT, env=env, capture_output=True,
                           text=True, check=False)
@@ -208,46 +218,57 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="leave Istio and Bookinfo installed")
+    parser.add_argument("--strategy", choices=[*STRATEGIES, "both"], default="default",
+                        help="the Ansible strategy of the role's runs (mitogen: hack/mitogen-env.sh)")
     args = parser.parse_args()
+    strategies = choices(args.strategy)
     print("installing Istio, Bookinfo and the 80/20 split (site.yml --tags istio,bookinfo,canary; "
           "a few minutes) ...", flush=True)
     elapsed, _doc = playbook("--tags", "istio,bookinfo,canary", "playbooks/site.yml")
     print(f"installed in {elapsed:.0f} s; {args.reps} reps of two shifts each way", flush=True)
-    whole, shift, plain_runs = [], [], []
-    parts = {task: [] for task in SHIFT_TASKS}
+    whole = {s: [] for s in strategies}
+    shift = {s: [] for s in strategies}
+    parts = {s: {task: [] for task in SHIFT_TASKS} for s in strategies}
+    plain_runs = []
     bare = {"client-side apply": ([], []), "server-side apply": ([], [])}
     pairs = ({"v1": 50, "v2": 50}, {"v1": 80, "v2": 20})
     try:
         for rep in range(args.reps):
-            for weights in pairs:
-                elapsed, doc = playbook("--tags", "canary", "playbooks/site.yml", extra={"canary_weights": weights})
-                whole.append(elapsed)
-                shift.append(task_seconds(doc, SHIFT_TASKS))
-                for task in SHIFT_TASKS:
-                    parts[task].append(task_seconds(doc, (task,)))
+            for strategy in strategies if rep % 2 == 0 else strategies[::-1]:
+                for weights in pairs:
+                    elapsed, doc = playbook("--tags", "canary", "playbooks/site.yml", extra={"canary_weights": weights},
+                                            strategy=strategy)
+                    whole[strategy].append(elapsed)
+                    shift[strategy].append(task_seconds(doc, SHIFT_TASKS))
+                    for task in SHIFT_TASKS:
+                        parts[strategy][task].append(task_seconds(doc, (task,)))
             for weights in pairs:
                 plain_runs.append(plain(weights))
             for name, (tasks, walls) in bare.items():
                 got_tasks, got_walls, _stats = bare_k8s(pairs, server_side=name == "server-side apply")
                 tasks.extend(got_tasks)
                 walls.extend(got_walls)
-            print(f"rep {rep + 1}: role {fmt(whole[-2:])}, shift {fmt(shift[-2:])}, plain {fmt(plain_runs[-2:])}, "
-                  f"bare k8s task {fmt(bare['client-side apply'][0][-2:])}", flush=True)
+            print(f"rep {rep + 1}: " + "; ".join(f"{s}: role {fmt(whole[s][-2:])}, shift {fmt(shift[s][-2:])}"
+                                                 for s in strategies)
+                  + f"; plain {fmt(plain_runs[-2:])}, bare k8s task {fmt(bare['client-side apply'][0][-2:])}", flush=True)
         _tasks, _walls, profiled = bare_k8s(pairs * 2, profile=True)
         start_python, import_kubernetes = python_costs()
     finally:
         if not args.keep:
             print("removing Istio and Bookinfo (teardown.yml) ...", flush=True)
             playbook("playbooks/teardown.yml", extra={"istio_install_teardown_crds": True})
-    med = {name: statistics.median(values) for name, values in
-           (("role, whole run", whole), ("role, the shift", shift), ("plain", plain_runs))}
-    for name, value in med.items():
-        runs = {"role, whole run": whole, "role, the shift": shift, "plain": plain_runs}[name]
-        print(f"{name}: median {value:.2f} s; runs {', '.join(f'{v:.2f}' for v in runs)}")
-    for task, values in parts.items():
-        print(f"  of the shift, {task}: median {statistics.median(values):.2f} s")
-    print(f"ratio role shift / plain: {med['role, the shift'] / med['plain']:.2f}; "
-          f"whole run / plain: {med['role, whole run'] / med['plain']:.2f}")
+    plain_median = statistics.median(plain_runs)
+    for strategy in strategies:
+        label = "" if strategies == ["default"] else f" ({strategy})"
+        for name, runs in (("role, whole run", whole[strategy]), ("role, the shift", shift[strategy])):
+            print(f"{name}{label}: median {statistics.median(runs):.2f} s; runs {', '.join(f'{v:.2f}' for v in runs)}")
+        for task, values in parts[strategy].items():
+            print(f"  of the shift, {task}: median {statistics.median(values):.2f} s")
+    print(f"plain: median {plain_median:.2f} s; runs {', '.join(f'{v:.2f}' for v in plain_runs)}")
+    for strategy in strategies:
+        label = "" if strategies == ["default"] else f" ({strategy})"
+        print(f"ratio role shift / plain{label}: {statistics.median(shift[strategy]) / plain_median:.2f}; "
+              f"whole run / plain: {statistics.median(whole[strategy]) / plain_median:.2f}")
     print("where the apply goes (kubernetes.core.k8s applying the same VirtualService, medians):")
     for name, (tasks, walls) in bare.items():
         print(f"  bare k8s task, {name}: task {statistics.median(tasks):.3f} s, of which the module process "

@@ -5,6 +5,11 @@ Run inside the cluster's namespace; the cluster is reset between runs
 (`cluster.sh reset`, so it must be a cluster of your own):
     SMI_PROFILE=instant hack/testcluster/cluster.sh start     # or realistic
     hack/testcluster/cluster.sh exec -- .venv/bin/python benchmarks/bench_full_site.py --reps 3
+The reset acts on the cluster that SMI_NETNS and SMI_STATE name in the
+benchmark's environment: give both to `cluster.sh exec` for a cluster that
+is not the default one. The no-op rerun alone, both strategies, no reset:
+    hack/testcluster/cluster.sh exec -- .venv/bin/python benchmarks/bench_full_site.py \
+        --noop-only --strategy both --reps 5
 
 Per repetition: reset; site.yml as `make site` runs it (every role the test
 cluster can run, hack/testcluster/site-vars.yml), timed, with its peak memory;
@@ -16,6 +21,13 @@ role split into the calls that install (kubernetes.core.helm and k8s, helm_relea
 and reads (wait_for_ready, wait_for_certificate, wait_for_dns, k8s_info) and the
 rest (checks, fetches, bookkeeping), and
 the slowest tasks; with --json FILE everything as JSON.
+
+--strategy default|mitogen|both: the Ansible strategy of the site.yml runs
+(Ansible's default `linear`, Mitogen's `mitogen_linear` as hack/mitogen-env.sh
+turns it on, or both); the converge runs with the first, the no-op rerun
+once with each. --noop-only times only no-op reruns: no reset and no plain
+script; one untimed site.yml run first converges the cluster (a cluster of
+your own, converged or not), then REPS reruns with each strategy, alternating.
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ import argparse
 import configparser
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -36,6 +49,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "hack/testcluster"))
 import latency  # noqa: E402  pylint: disable=wrong-import-position
+from strategy import STRATEGIES, choices, strategy_env  # noqa: E402  pylint: disable=wrong-import-position
 
 VERSIONS = dict(
     line.split("=", 1) for line in (ROOT / "hack/testcluster/versions.env").read_text().splitlines()
@@ -133,9 +147,9 @@ def reset() -> None:
     progress(f"  cluster reset ({time.monotonic() - start:.0f} s)")
 
 
-def site(what: str) -> tuple[dict, list[dict]]:
+def site(what: str, strategy: str = "default") -> tuple[dict, list[dict]]:
     with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as times:
-        result = run(SITE, what, dict(ENV, SMI_TASK_TIMES=times.name))
+        result = run(SITE, what, dict(strategy_env(strategy, ENV), SMI_TASK_TIMES=times.name))
         tasks = [json.loads(line) for line in Path(times.name).read_text().splitlines() if line]
     return result, tasks
 
@@ -150,46 +164,78 @@ def split_per_role(tasks: list[dict]) -> dict[str, dict[str, float]]:
     return {role: {k: round(v, 2) for k, v in parts.items()} for role, parts in out.items()}
 
 
+def noop_recap(rerun: dict) -> str:
+    """The rerun's recap line; warns when it changed anything."""
+    # The PLAY RECAP's host line ("localhost : ok=.. changed=.."), not the report's lines per step.
+    recap = [line for line in rerun["output"].splitlines() if re.match(r"^\S+\s+:\s+ok=\d+\s+changed=", line)]
+    if not recap or "changed=0" not in recap[-1]:
+        progress(f"  WARNING: the no-op rerun changed something: {recap[-1:] or 'no recap'}")
+    return recap[-1].split(":", 1)[-1].strip() if recap else ""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--strategy", choices=[*STRATEGIES, "both"], default="default",
+                        help="the Ansible strategy of the site.yml runs (mitogen: hack/mitogen-env.sh)")
+    parser.add_argument("--noop-only", action="store_true",
+                        help="only no-op reruns on the cluster as it is (converged once first, untimed)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
+    strategies = choices(args.strategy)
     profile = latency.load(os.environ.get("SMI_STATE"))
-    progress(f"profile {profile.name} (seed {profile.seed}), {args.reps} repetitions")
-    runs: dict[str, list[dict]] = {"site converge": [], "site no-op rerun": [], "plain script": []}
-    role_splits: dict[str, list] = {"site converge": [], "site no-op rerun": []}
+    progress(f"profile {profile.name} (seed {profile.seed}), {args.reps} repetitions, "
+             f"strategies {', '.join(strategies)}{', no-op reruns only' if args.noop_only else ''}")
+    reruns = [f"site no-op rerun ({s})" for s in strategies]
+    converge_name = f"site converge ({strategies[0]})"
+    names = reruns if args.noop_only else [converge_name, *reruns, "plain script"]
+    runs: dict[str, list[dict]] = {name: [] for name in names}
+    role_splits: dict[str, list] = {name: [] for name in names if name != "plain script"}
     slowest: dict[str, list] = {}
+    recaps: dict[str, list[str]] = {name: [] for name in reruns}
+
+    def timed_site(name: str, strategy: str, rep: int) -> None:
+        progress(f"rep {rep + 1}: {name}")
+        result, tasks = site(name, strategy)
+        runs[name].append(result)
+        role_splits[name].append(split_per_role(tasks))
+        if rep == 0:
+            slowest[name] = sorted(tasks, key=lambda t: -t["seconds"])[:15]
+        if name in recaps:
+            recaps[name].append(noop_recap(result))
+
+    if args.noop_only:
+        progress(f"converging once first (site.yml, {strategies[0]}; untimed)")
+        converged, _tasks = site("site converge, untimed", strategies[0])
+        progress(f"  converged in {converged['seconds']:.1f} s")
     for rep in range(args.reps):
-        reset()
-        progress(f"rep {rep + 1}: site.yml converge")
-        converge, tasks = site("site converge")
-        runs["site converge"].append(converge)
-        role_splits["site converge"].append(split_per_role(tasks))
-        if rep == 0:
-            slowest["site converge"] = sorted(tasks, key=lambda t: -t["seconds"])[:15]
-        progress(f"rep {rep + 1}: site.yml no-op rerun")
-        rerun, tasks = site("site no-op rerun")
-        role_splits["site no-op rerun"].append(split_per_role(tasks))
-        if rep == 0:
-            slowest["site no-op rerun"] = sorted(tasks, key=lambda t: -t["seconds"])[:15]
-        recap = [line for line in rerun["output"].splitlines() if "changed=" in line and "ok=" in line]
-        if not recap or "changed=0" not in recap[-1]:
-            progress(f"  WARNING: the no-op rerun changed something: {recap[-1:] or 'no recap'}")
-        runs["site no-op rerun"].append(rerun)
-        reset()
-        progress(f"rep {rep + 1}: plain script")
-        runs["plain script"].append(run(["bash", str(ROOT / "benchmarks/plain_full_site.sh"), CHART_REPO, ISTIO,
-                                         str(MIRROR_ISTIO), CERT_MANAGER], "plain script"))
+        if not args.noop_only:
+            reset()
+            timed_site(converge_name, strategies[0], rep)
+        # Alternating, so that a change of the machine's load falls on both.
+        for strategy in strategies if rep % 2 == 0 else strategies[::-1]:
+            timed_site(f"site no-op rerun ({strategy})", strategy, rep)
+        if not args.noop_only:
+            reset()
+            progress(f"rep {rep + 1}: plain script")
+            runs["plain script"].append(run(["bash", str(ROOT / "benchmarks/plain_full_site.sh"), CHART_REPO, ISTIO,
+                                             str(MIRROR_ISTIO), CERT_MANAGER], "plain script"))
         progress(f"rep {rep + 1}/{args.reps}: " + ", ".join(f"{k} {v[-1]['seconds']:.1f} s" for k, v in runs.items()))
-    reset()
+    if not args.noop_only:
+        reset()
     medians = {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
     print(f"\nprofile {profile.name} (seed {profile.seed}), medians over {args.reps} repetitions:")
     for key, value in medians.items():
-        print(f"  {key:18s} {value:7.1f} s   (runs: {', '.join(str(r['seconds']) for r in runs[key])})")
-    ratio = medians["site converge"] / medians["plain script"]
-    print(f"  site converge / plain script: {ratio:.2f}")
-    for key in ("site converge", "site no-op rerun"):
+        print(f"  {key:30s} {value:7.1f} s   (runs: {', '.join(str(r['seconds']) for r in runs[key])})")
+    for key, lines in recaps.items():
+        print(f"  recaps of {key}: {'; '.join(sorted(set(lines)))}")
+    ratio = None
+    if not args.noop_only:
+        ratio = medians[converge_name] / medians["plain script"]
+        print(f"  site converge / plain script: {ratio:.2f}")
+    if len(reruns) == 2:
+        print(f"  no-op rerun, mitogen / default: {medians[reruns[1]] / medians[reruns[0]]:.2f}")
+    for key in role_splits:
         print(f"  peak RSS of ansible-playbook, {key}: {max(r['peak_rss_mib'] for r in runs[key])} MiB "
               f"(its process tree: {max(r['peak_tree_rss_mib'] for r in runs[key])} MiB)")
     per_role = {}
@@ -210,8 +256,10 @@ def main() -> None:
             for r in results:
                 r.pop("output", None)
         Path(args.json).write_text(json.dumps({
-            "profile": profile.name, "seed": profile.seed, "reps": args.reps, "runs": runs, "medians": medians,
-            "site_over_plain": round(ratio, 3), "per_role": per_role, "slowest_tasks": slowest}, indent=1))
+            "profile": profile.name, "seed": profile.seed, "reps": args.reps, "strategies": strategies,
+            "noop_only": args.noop_only, "runs": runs, "medians": medians, "recaps": recaps,
+            "site_over_plain": round(ratio, 3) if ratio else None, "per_role": per_role,
+            "slowest_tasks": slowest}, indent=1))
 
 
 if __name__ == "__main__":
