@@ -116,7 +116,8 @@ class InProcessAction(KubernetesAction):
     def _in_process_allowed(self, task_vars):
         if os.environ.get('SERVICEMESH_ISTIO_IN_PROCESS', '1').lower() in _OFF or self.IMPORT_ERROR:
             return False
-        if getattr(self._connection, 'transport', None) != 'local':
+        # mitogen_local: Mitogen's strategy (opt-in, hack/mitogen-env.sh) on the controller itself.
+        if getattr(self._connection, 'transport', None) not in ('local', 'mitogen_local'):
             return False
         if self._task.async_val or self._play_context.become or any(self._task.environment or []):
             return False
