@@ -24,7 +24,7 @@ import threading
 import pytest
 from kubernetes import client, watch
 
-from conftest import REPO_ROOT, SITE_VARS, reset_cluster, run_playbook
+from conftest import REPO_ROOT, SITE_VARS, helm_releases_any_status, reset_cluster, run_playbook
 
 SITE = REPO_ROOT / "playbooks/site.yml"
 BOOKINFO_NS = "default"
@@ -109,6 +109,18 @@ def last(times, prefix) -> tuple[str, float, float]:
     return found[-1]
 
 
+def test_tls_alone_without_istio_fails_before_cert_manager_is_installed():
+    """site.yml installs cert-manager's chart before Istio's; a run that would
+    find no gateway to serve HTTPS on (--tags tls on a cluster without Istio)
+    still fails before that first change, naming what is missing."""
+    reset_cluster()
+    run = run_playbook(SITE, "-e", f"@{SITE_VARS}", "--tags", "tls")
+    assert run.rc != 0, run.explain()
+    message = " ".join(run.failures())
+    assert "No ingress gateway Service istio-system/istio-ingressgateway" in message and "--tags istio" in message, message
+    assert helm_releases_any_status() == [], "the run installed a chart before it failed"
+
+
 @pytest.fixture(scope="module")
 def converged(k8s, tmp_path_factory):
     reset_cluster()
@@ -163,13 +175,14 @@ def test_steps_overlap_where_nothing_depends_on_them(converged):
     assert cert_manager[2] <= control_plane[1], (cert_manager, control_plane)
     # Bookinfo is deployed before the wait for the gateway's pods and IP: they come up meanwhile.
     assert gateway_chart[2] <= bookinfo_apply[1] < gateway_wait[1], (gateway_chart, bookinfo_apply, gateway_wait)
-    # With DNS-01 the Certificate is requested before Bookinfo and waited for after the HTTP part.
-    assert certificate[2] <= bookinfo_apply[1], (certificate, bookinfo_apply)
+    # With DNS-01 the Certificate is requested before the wait for istiod and waited for after the HTTP part.
+    control_plane_wait = first(times, "Wait for Istio's CRDs Established, istiod rolled out, its injection webhook")
+    assert certificate[2] <= control_plane_wait[1], (certificate, control_plane_wait)
     http_check = first(times, "GET /productpage through the gateway address")
     assert http_check[2] <= certificate_wait[1], (http_check, certificate_wait)
-    # The observability addons are applied before Bookinfo: their pods and Prometheus' first scrape come up meanwhile.
+    # The observability addons are applied before the gateway's wait: they come up during the ingress part.
     addons = first(times, "Apply the addons")
-    assert addons[2] <= bookinfo_apply[1], (addons, bookinfo_apply)
+    assert bookinfo_apply[2] <= addons[1] and addons[2] <= gateway_wait[1], (bookinfo_apply, addons, gateway_wait)
 
 
 def test_what_depends_on_something_still_waits_for_it(converged):
