@@ -112,7 +112,7 @@ def site(clusters, *args: str, limit: str = "") -> dict:
     report = clusters["tmp"] / f"report-{time.monotonic_ns()}.json"
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"),
                ANSIBLE_COLLECTIONS_PATH=str(REPO_ROOT / ".collections"), ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
-               ANSIBLE_NOCOLOR="1", SERVICEMESH_ISTIO_REPORT_PATH=str(report))
+               ANSIBLE_NOCOLOR="1", SERVICEMESH_ISTIO_REPORT_PATH=str(report), ANSIBLE_SHOW_CUSTOM_STATS="1")
     cmd = [str(REPO_ROOT / ".venv/bin/ansible-playbook"), "-i", str(clusters["inventory"]), "--forks", "2", *args]
     if limit:
         cmd += ["--limit", limit]
@@ -126,10 +126,12 @@ def site(clusters, *args: str, limit: str = "") -> dict:
     memory.join()
     seconds = time.monotonic() - started
     try:
-        stats = json.loads(stdout).get("stats", {})
+        doc = json.loads(stdout)
     except json.JSONDecodeError:
-        stats = {}
+        doc = {}
+    stats = doc.get("stats", {})
     return {"rc": proc.returncode, "stats": stats, "seconds": seconds, "peak_mib": memory.peak_kib / 1024,
+            "custom_stats": doc.get("global_custom_stats", {}),
             "report": json.loads(report.read_text()) if report.exists() else {}, "stderr": stderr[-3000:]}
 
 
@@ -160,6 +162,12 @@ def test_one_run_converges_two_clusters_side_by_side_each_verified(clusters):
     for cluster in report["clusters"]:
         bookinfo = next(s for s in cluster["steps"] if s["name"] == "bookinfo")
         assert "6 of 6 pods Ready, 6 with istio-proxy (2/2)" in bookinfo["verified"]["checks"], cluster
+    # What AWX keeps as the job's artifacts (set_stats, not per host): each cluster's record under its host.
+    by_host = both["custom_stats"].get("istio_mesh_report_by_host", {})
+    assert set(by_host) == set(HOSTS), both["custom_stats"]
+    for host in HOSTS:
+        assert set(by_host[host]) == {"istio_install", "bookinfo"}, (host, by_host[host])
+        assert "6 of 6 pods Ready, 6 with istio-proxy (2/2)" in by_host[host]["bookinfo"]["checks"], by_host[host]
     print(f"one cluster: {alone['seconds']:.1f} s, peak {alone['peak_mib']:.0f} MiB; "
           f"two clusters in one run: {both['seconds']:.1f} s, peak {both['peak_mib']:.0f} MiB; "
           f"ratio {both['seconds'] / alone['seconds']:.2f}")
