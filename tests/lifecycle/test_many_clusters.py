@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from proc_tree import process_tree
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = REPO_ROOT / "hack/testcluster/cluster.sh"
 NETNS = os.environ.get("SMI_LC_NETNS", "smistio-lc")
@@ -77,27 +79,10 @@ class PeakRss(threading.Thread):
         super().__init__(daemon=True)
         self.pid, self.peak_kib, self.done = pid, 0, threading.Event()
 
-    def _tree(self) -> list[int]:
-        children: dict[int, list[int]] = {}
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-        out, todo = [], [self.pid]
-        while todo:
-            pid = todo.pop()
-            out.append(pid)
-            todo.extend(children.get(pid, []))
-        return out
-
     def run(self):
         while not self.done.wait(0.2):
             total = 0
-            for pid in self._tree():
+            for pid in process_tree(self.pid):
                 try:
                     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                         if line.startswith("VmRSS:"):

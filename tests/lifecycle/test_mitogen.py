@@ -23,6 +23,7 @@ from pathlib import Path
 # lc_env is the life cycle tests' fixture (a namespace and state directory of
 # their own), used by name.
 from test_cluster_lifecycle import CLUSTER, REPO_ROOT, lc_env, sh  # noqa: F401  pylint: disable=unused-import
+from proc_tree import process_tree
 
 MITOGEN_ENV = REPO_ROOT / "hack/mitogen-env.sh"
 
@@ -34,25 +35,9 @@ class MitogenSeen(threading.Thread):
         super().__init__(daemon=True)
         self.pid, self.seen, self.done = pid, False, threading.Event()
 
-    def _descendants(self) -> list[int]:
-        children: dict[int, list[int]] = {}
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                except (OSError, IndexError, ValueError):
-                    continue
-                children.setdefault(ppid, []).append(int(entry.name))
-        out, todo = [], list(children.get(self.pid, []))
-        while todo:
-            pid = todo.pop()
-            out.append(pid)
-            todo.extend(children.get(pid, []))
-        return out
-
     def run(self):
         while not self.seen and not self.done.wait(0.2):
-            for pid in self._descendants():
+            for pid in process_tree(self.pid, include_self=False):
                 try:
                     if b"(mitogen:" in Path(f"/proc/{pid}/cmdline").read_bytes():
                         self.seen = True
